@@ -1,0 +1,206 @@
+"""The one engine interface every LLM call goes through.
+
+An `Engine` is async first: `await engine.acomplete(request)`; `engine.complete(request)` is
+its sync twin. Providers (OpenAI-compatible, Anthropic, embedded llama.cpp, scripted) and the
+layers that wrap them (cache, retry, limits, metering, budget) all implement this one interface,
+so they compose freely.
+
+TextGrad's engine contract, a subclass of `EngineLM` defining
+`generate(prompt, system_prompt=None, **kwargs)`, is adapted by `as_engine`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from textprop._sync import run_sync
+from textprop.errors import EngineError, MissingEngineError
+
+CallRole = Literal["forward", "loss", "backward", "optimizer", "other"]
+CALL_ROLES: tuple[str, ...] = ("forward", "loss", "backward", "optimizer", "other")
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything that determines a completion, plus `role`, a metering tag only.
+
+    `role` says which part of the optimization made the call (forward, loss, backward,
+    optimizer); it never changes the answer, so it is not part of the cache key.
+    """
+
+    messages: tuple[Message, ...]
+    model: str | None = None
+    temperature: float = 0.0
+    max_tokens: int | None = None
+    seed: int | None = 0
+    stop: tuple[str, ...] = ()
+    json_schema: Mapping[str, Any] | None = None
+    role: CallRole = "other"
+
+    @classmethod
+    def chat(cls, prompt: str, system_prompt: str | None = None, **kwargs: Any) -> Request:
+        """The common case: an optional system prompt and one user message."""
+        messages = []
+        if system_prompt is not None:
+            messages.append(Message("system", system_prompt))
+        messages.append(Message("user", prompt))
+        if "stop" in kwargs and kwargs["stop"] is not None:
+            kwargs["stop"] = tuple(kwargs["stop"])
+        return cls(messages=tuple(messages), **kwargs)
+
+    @property
+    def system_prompt(self) -> str | None:
+        return next((m.content for m in self.messages if m.role == "system"), None)
+
+    @property
+    def prompt(self) -> str:
+        """The last user message."""
+        return next((m.content for m in reversed(self.messages) if m.role == "user"), "")
+
+    def with_(self, **changes: Any) -> Request:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    parsed: Any = None
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str | None = None
+    latency_s: float = 0.0
+    cached: bool = False
+    model: str | None = None
+
+
+class Engine(ABC):
+    """An LLM behind one async method. Subclasses implement `acomplete`.
+
+    `name` identifies provider and model (it goes into cache keys and usage records);
+    `supports_json_schema` says whether `Request.json_schema` is honored (structured output).
+    """
+
+    name: str = "engine"
+    supports_json_schema: bool = False
+
+    @abstractmethod
+    async def acomplete(self, request: Request) -> Completion:
+        """Send one request and return its completion."""
+
+    def complete(self, request: Request) -> Completion:
+        """Sync twin of `acomplete`."""
+        return run_sync(self.acomplete(request))
+
+    # TextGrad's engine call style: engine(prompt, system_prompt=...) -> str
+    def __call__(self, prompt: str, system_prompt: str | None = None, **kwargs: Any) -> str:
+        return self.complete(Request.chat(prompt, system_prompt, **kwargs)).text
+
+    def generate(self, prompt: str, system_prompt: str | None = None, **kwargs: Any) -> str:
+        return self(prompt, system_prompt=system_prompt, **kwargs)
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Release connections or model memory; engines that hold none keep this no-op."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class EngineLM(ABC):
+    """TextGrad's custom-engine contract: define `generate(prompt, system_prompt=None, **kw)`.
+
+    Any subclass is a valid engine everywhere textprop takes one (see `as_engine`).
+    """
+
+    system_prompt: str = "You are a helpful, creative, and smart assistant."
+    model_string: str = "custom"
+
+    @abstractmethod
+    def generate(self, prompt: Any, system_prompt: str | None = None, **kwargs: Any) -> str:
+        """Return the model's reply to `prompt`."""
+
+    def __call__(self, prompt: Any, system_prompt: str | None = None, **kwargs: Any) -> str:
+        return self.generate(prompt, system_prompt=system_prompt, **kwargs)
+
+
+class GenerateAdapter(Engine):
+    """Runs an `EngineLM`-style object (anything with `generate`) as an `Engine`.
+
+    Calls go one at a time through a worker thread: user engines are rarely thread-safe.
+    """
+
+    supports_json_schema = False
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self.name = f"custom:{getattr(target, 'model_string', type(target).__name__)}"
+        self._lock: asyncio.Lock | None = None
+
+    async def acomplete(self, request: Request) -> Completion:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            start = time.perf_counter()
+            text = await asyncio.to_thread(self._generate, request)
+        if not isinstance(text, str):
+            raise EngineError(
+                f"{type(self.target).__name__}.generate returned {type(text).__name__}, "
+                "expected str", provider=self.name)
+        return Completion(text=text, latency_s=time.perf_counter() - start, model=self.name)
+
+    def complete(self, request: Request) -> Completion:
+        start = time.perf_counter()
+        text = self._generate(request)
+        return Completion(text=text, latency_s=time.perf_counter() - start, model=self.name)
+
+    def _generate(self, request: Request) -> str:
+        prompt = "\n\n".join(m.content for m in request.messages if m.role != "system")
+        return self.target.generate(prompt, system_prompt=request.system_prompt)
+
+
+def as_engine(engine: Any) -> Engine:
+    """Accept an `Engine`, a TextGrad-style engine, or an engine spec string."""
+    if isinstance(engine, Engine):
+        return engine
+    if isinstance(engine, str):
+        from textprop.engines.registry import get_engine
+
+        return get_engine(engine)
+    if engine is None:
+        raise MissingEngineError("no engine given: pass engine=... (an Engine or a spec "
+                                 "such as 'local' or 'openai:gpt-4o-mini')")
+    if callable(getattr(engine, "generate", None)):
+        adapted = getattr(engine, "_textprop_engine", None)
+        if adapted is None:
+            adapted = GenerateAdapter(engine)
+            try:
+                engine._textprop_engine = adapted
+            except AttributeError:
+                pass
+        return adapted
+    raise TypeError(f"not an engine: {engine!r} (expected a textprop Engine, an object with "
+                    "generate(prompt, system_prompt=None), or an engine spec string)")
+
+
+def messages_text(messages: Sequence[Message]) -> str:
+    """A readable rendering of a conversation, for logs and reports."""
+    return "\n\n".join(f"[{m.role}]\n{m.content}" for m in messages)

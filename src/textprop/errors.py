@@ -1,0 +1,84 @@
+"""The one error hierarchy of textprop.
+
+Every error a user can meet derives from `TextpropError` and says what to do about it.
+Engine errors split into `TransientEngineError` (worth retrying: rate limits, 5xx, timeouts,
+dropped connections) and everything else, which fails at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TextpropError(Exception):
+    """Base class of every error textprop raises on purpose."""
+
+
+class ConfigError(TextpropError, ValueError):
+    """A config file, argument or dataset row is invalid; the message names where."""
+
+    def __init__(self, message: str, *, source: str | None = None, field: str | None = None,
+                 line: int | None = None) -> None:
+        where = ", ".join(
+            part for part in (
+                source,
+                f"line {line}" if line is not None else None,
+                f"field {field!r}" if field else None,
+            ) if part
+        )
+        super().__init__(f"{where}: {message}" if where else message)
+        self.source, self.field, self.line = source, field, line
+
+
+class GraphError(TextpropError):
+    """The computation graph is used in a way backward cannot follow."""
+
+
+class MissingEngineError(GraphError):
+    """An operation needs an LLM engine and none was given."""
+
+
+class EngineError(TextpropError):
+    """An engine call failed. `provider` and `status` say where; never carries secrets."""
+
+    def __init__(self, message: str, *, provider: str | None = None,
+                 status: int | None = None) -> None:
+        super().__init__(message)
+        self.provider, self.status = provider, status
+
+
+class TransientEngineError(EngineError):
+    """A failure that may pass on retry (429, 5xx, timeout, dropped connection, cut reply)."""
+
+    def __init__(self, message: str, *, provider: str | None = None, status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message, provider=provider, status=status)
+        self.retry_after = retry_after
+
+
+class EngineAuthError(EngineError):
+    """The credentials were refused or are missing; the message names the variable to set."""
+
+
+class EngineRequestError(EngineError):
+    """The server refused the request itself (400, 404, unknown model): retrying won't help."""
+
+
+class EngineReplyError(EngineError):
+    """The engine answered, but not in the form asked for (e.g. JSON that does not parse)."""
+
+
+class EngineUnavailableError(EngineError):
+    """An engine cannot be built here: a missing extra, model file or package."""
+
+
+class CacheMissError(EngineError):
+    """Replay mode met a request that was never recorded."""
+
+
+class BudgetExceeded(TextpropError):
+    """A call would pass the budget; it was not sent. `usage` is the usage so far."""
+
+    def __init__(self, message: str, usage: Any = None) -> None:
+        super().__init__(message)
+        self.usage = usage

@@ -1,0 +1,133 @@
+"""LLM calls as graph steps: `LLMCall`, `FormattedLLMCall`, and the `BlackboxLLM` module."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from textprop.engines.base import CallRole, Completion, Engine, Request, as_engine
+from textprop.errors import GraphError
+from textprop.functions.base import Feedback, Function, Module, Step
+from textprop.prompts import render
+from textprop.variable import Variable
+
+if TYPE_CHECKING:
+    from textprop.backward import BackwardContext
+
+SYSTEM_PROMPT_ROLE = ("system prompt to the language model that specifies the behavior and "
+                      "strategies, which will be reused across queries")
+OUTPUT_ROLE = "response from the language model"
+
+
+def _engine_or_default(engine: Any) -> Engine:
+    if engine is None:
+        from textprop.config import SingletonBackwardEngine
+
+        engine = SingletonBackwardEngine().get_engine()
+    return as_engine(engine)
+
+
+class LLMCall(Function):
+    """One call of an LLM: output = engine(system_prompt, input).
+
+    Backward writes feedback for each input that requires grad (the system prompt, the
+    input), from the exchange the call made.
+    """
+
+    def __init__(self, engine: Any = None, system_prompt: Variable | None = None, *,
+                 call_role: CallRole = "forward", temperature: float = 0.0,
+                 max_tokens: int | None = None, seed: int | None = 0) -> None:
+        self.engine = _engine_or_default(engine)
+        self.system_prompt = system_prompt
+        self.call_role: CallRole = call_role
+        self.sampling = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+
+    def forward(self, input_variable: Variable,
+                response_role_description: str = OUTPUT_ROLE) -> Variable:
+        request = self._request(input_variable.value)
+        return self._respond(self.engine.complete(request), request, [input_variable],
+                             response_role_description)
+
+    async def aforward(self, input_variable: Variable,
+                       response_role_description: str = OUTPUT_ROLE) -> Variable:
+        request = self._request(input_variable.value)
+        return self._respond(await self.engine.acomplete(request), request, [input_variable],
+                             response_role_description)
+
+    def _request(self, prompt: str) -> Request:
+        system = self.system_prompt.value if self.system_prompt is not None else None
+        return Request.chat(prompt, system, role=self.call_role, **self.sampling)
+
+    def _respond(self, completion: Completion, request: Request, inputs: list[Variable],
+                 role_description: str) -> Variable:
+        predecessors = ([self.system_prompt] if self.system_prompt is not None else []) + inputs
+        response = Variable(completion.text, predecessors=predecessors,
+                            role_description=role_description)
+        return self._record(response, response.predecessors, prompt=request.prompt,
+                            system_prompt=request.system_prompt)
+
+    async def abackward(self, step: Step, ctx: BackwardContext) -> list[Feedback]:
+        conversation = render("conversation_llm_call",
+                              system_prompt=step.data["system_prompt"] or "",
+                              prompt=step.data["prompt"], output=step.output.value)
+        targets = [v for v in step.inputs if v.requires_grad]
+        gradients = await asyncio.gather(*(
+            ctx.feedback(target=t, output=step.output, conversation=conversation,
+                         source="llm_call")
+            for t in targets))
+        return list(zip(targets, gradients, strict=True))
+
+
+class FormattedLLMCall(LLMCall):
+    """An LLM call whose prompt is `format_string` filled with named input variables."""
+
+    def __init__(self, engine: Any = None, format_string: str = "",
+                 fields: Mapping[str, Any] | None = None,
+                 system_prompt: Variable | None = None, **options: Any) -> None:
+        super().__init__(engine, system_prompt, **options)
+        self.format_string = format_string
+        self.fields = dict(fields or {})
+
+    def forward(self, inputs: Mapping[str, Variable],  # type: ignore[override]
+                response_role_description: str = OUTPUT_ROLE) -> Variable:
+        request = self._request(self._format(inputs))
+        return self._respond(self.engine.complete(request), request, list(inputs.values()),
+                             response_role_description)
+
+    async def aforward(self, inputs: Mapping[str, Variable],  # type: ignore[override]
+                       response_role_description: str = OUTPUT_ROLE) -> Variable:
+        request = self._request(self._format(inputs))
+        return self._respond(await self.engine.acomplete(request), request,
+                             list(inputs.values()), response_role_description)
+
+    def _format(self, inputs: Mapping[str, Variable]) -> str:
+        if set(inputs) != set(self.fields):
+            missing = sorted(set(self.fields) - set(inputs))
+            extra = sorted(set(inputs) - set(self.fields))
+            raise GraphError(f"FormattedLLMCall inputs must match its fields "
+                             f"{sorted(self.fields)}: missing {missing}, unexpected {extra}")
+        return self.format_string.format(**{k: v.value for k, v in inputs.items()})
+
+
+class BlackboxLLM(Module):
+    """A model with an optional system prompt: `BlackboxLLM(engine, system_prompt)(x)`."""
+
+    def __init__(self, engine: Any = None, system_prompt: Variable | str | None = None,
+                 **options: Any) -> None:
+        if isinstance(system_prompt, str):
+            system_prompt = Variable(system_prompt, requires_grad=False,
+                                     role_description=SYSTEM_PROMPT_ROLE)
+        self.system_prompt = system_prompt
+        self.llm_call = LLMCall(engine, system_prompt, **options)
+        self.engine = self.llm_call.engine
+
+    def parameters(self) -> list[Variable]:
+        return [self.system_prompt] if self.system_prompt is not None else []
+
+    def forward(self, x: Variable, response_role_description: str = OUTPUT_ROLE) -> Variable:
+        return self.llm_call(x, response_role_description)
+
+    async def aforward(self, x: Variable,
+                       response_role_description: str = OUTPUT_ROLE) -> Variable:
+        return await self.llm_call.aforward(x, response_role_description)

@@ -1,0 +1,184 @@
+"""Textual gradient descent: rewrite each parameter from the feedback it received."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from textprop._sync import run_sync
+from textprop.engines.base import Message, Request
+from textprop.errors import EngineReplyError
+from textprop.functions.llm_call import _engine_or_default
+from textprop.optim.optimizer import Optimizer
+from textprop.optim.rewrite import REWRITE_SCHEMA, parse_rewrite
+from textprop.prompts import render
+from textprop.variable import Variable
+
+DEFAULT_TAGS = ("<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>")
+
+
+@dataclass(frozen=True)
+class UpdateRecord:
+    """What one step did to one parameter, and why (kept in `optimizer.history`)."""
+
+    index: int
+    role_description: str
+    before: str
+    after: str
+    feedback: str
+    status: str  # "updated", "unchanged" (same text), "no_feedback", "unparseable"
+    reason: str
+    attempts: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TextualGradientDescent(Optimizer):
+    """TGD: one LLM call per parameter that received feedback.
+
+    The update prompt shows the parameter's role and its full current value, every gradient
+    with the context it came from, the constraints, the in-context examples and, with
+    `gradient_memory=k`, the feedback of the last k steps. The rewrite is asked for as JSON
+    when the engine supports structured output and between tags otherwise. A reply that
+    can't be parsed is retried `max_parse_retries` times with the problem explained; if it
+    still fails the parameter keeps its value and the record says why. It never raises for
+    a bad reply.
+    """
+
+    def __init__(self, parameters: Iterable[Variable], verbose: int = 0, engine: Any = None,
+                 constraints: Sequence[str] | None = None,
+                 new_variable_tags: Sequence[str] | None = None,
+                 optimizer_system_prompt: str | None = None,
+                 in_context_examples: Sequence[str] | None = None,
+                 gradient_memory: int = 0, *, max_parse_retries: int = 2,
+                 structured: bool | None = None, max_tokens: int | None = None,
+                 temperature: float = 0.0, seed: int | None = 0) -> None:
+        super().__init__(parameters)
+        self.engine = _engine_or_default(engine)
+        self.verbose = verbose
+        self.constraints = list(constraints or [])
+        self.in_context_examples = list(in_context_examples or [])
+        self.gradient_memory = gradient_memory
+        self.tags: tuple[str, str] = tuple(new_variable_tags or DEFAULT_TAGS)  # type: ignore
+        self.structured = (self.engine.supports_json_schema if structured is None
+                           else structured)
+        self.max_parse_retries = max_parse_retries
+        self.sampling = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
+        self.system_prompt = self._system_prompt(optimizer_system_prompt)
+        self.memory: list[list[str]] = [[] for _ in self.parameters]
+        self.history: list[UpdateRecord] = []
+
+    # --- prompts -------------------------------------------------------------------------
+    def _system_prompt(self, custom: str | None) -> str:
+        if custom is not None:  # TextGrad's contract: {new_variable_start_tag} placeholders
+            return custom.format(new_variable_start_tag=self.tags[0],
+                                 new_variable_end_tag=self.tags[1])
+        rule = (render("optimizer_rule_json") if self.structured else
+                render("optimizer_rule_tags", start_tag=self.tags[0], end_tag=self.tags[1]))
+        return render("optimizer_system", reply_rule=rule)
+
+    @property
+    def constraint_text(self) -> str:
+        return "\n".join(f"Constraint {i}: {c}" for i, c in enumerate(self.constraints, 1))
+
+    def update_prompt(self, index: int) -> str:
+        """The user message asking for a rewrite of parameter `index`."""
+        variable = self.parameters[index]
+        sections = [render("optimizer_update", variable_role=variable.role_description,
+                           variable_value=variable.value,
+                           feedback=self._feedback_text(variable))]
+        past = self.memory[index][-self.gradient_memory:] if self.gradient_memory > 0 else []
+        if past:
+            items = "\n".join(render("optimizer_memory_item", n=n, feedback=f)
+                              for n, f in enumerate(past, 1))
+            sections.append(render("optimizer_memory", count=len(past), items=items))
+        if self.constraints:
+            sections.append(render("optimizer_constraints", constraints=self.constraint_text))
+        if self.in_context_examples:
+            sections.append(render("optimizer_examples", variable_role=variable.role_description,
+                                   examples="\n".join(self.in_context_examples)))
+        sections.append(render("optimizer_reply_json") if self.structured else
+                        render("optimizer_reply_tags", start_tag=self.tags[0],
+                               end_tag=self.tags[1]))
+        return "\n\n".join(sections)
+
+    @staticmethod
+    def _feedback_text(variable: Variable) -> str:
+        parts = []
+        for g in variable.gradients:
+            context = getattr(g, "context", None)
+            if context is None:
+                parts.append(render("optimizer_feedback_plain", feedback=g.value))
+            else:
+                parts.append(render("optimizer_feedback_in_context",
+                                    conversation=context.conversation,
+                                    output_role=context.output_role,
+                                    variable_role=variable.role_description,
+                                    feedback=g.value))
+        return "\n".join(parts)
+
+    def update_request(self, index: int) -> Request:
+        return Request.chat(self.update_prompt(index), self.system_prompt, role="optimizer",
+                            json_schema=REWRITE_SCHEMA if self.structured else None,
+                            **self.sampling)
+
+    # --- the step ------------------------------------------------------------------------
+    def step(self) -> list[UpdateRecord]:
+        return run_sync(self.astep())
+
+    async def astep(self) -> list[UpdateRecord]:
+        """Rewrite every parameter that has feedback (concurrently); apply in order."""
+        records = await asyncio.gather(*(self._update(i) for i in range(len(self.parameters))))
+        for record in records:
+            variable = self.parameters[record.index]
+            variable.set_value(record.after)
+            if record.feedback:
+                self.memory[record.index].append(record.feedback)
+            if self.verbose:
+                print(f"[TGD] {record.role_description}: {record.status}\n{record.after}")
+        self.history.extend(records)
+        return records
+
+    async def _update(self, index: int) -> UpdateRecord:
+        variable = self.parameters[index]
+        feedback = variable.get_gradient_text()
+        record = dict(index=index, role_description=variable.role_description,
+                      before=variable.value, feedback=feedback)
+        if not feedback.strip():
+            return UpdateRecord(**record, after=variable.value, status="no_feedback",
+                                reason="no feedback reached this parameter", attempts=0)
+        request = self.update_request(index)
+        problem = ""
+        for attempt in range(1, self.max_parse_retries + 2):
+            try:
+                completion = await self.engine.acomplete(request)
+            except EngineReplyError as error:  # e.g. a schema reply that is not JSON
+                problem, reply_text = str(error), ""
+            else:
+                parsed = parse_rewrite(completion, self.tags)
+                if parsed.value is not None:
+                    status = "updated" if parsed.value != variable.value else "unchanged"
+                    return UpdateRecord(**record, after=parsed.value, status=status,
+                                        reason="", attempts=attempt)
+                problem, reply_text = parsed.problem, completion.text
+            request = request.with_(messages=(
+                *request.messages[:2], Message("assistant", reply_text),
+                Message("user", render("optimizer_retry", problem=problem))))
+        return UpdateRecord(**record, after=variable.value, status="unparseable",
+                            reason=f"kept the old value: {problem}",
+                            attempts=self.max_parse_retries + 1)
+
+    # --- state ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "memory": [list(m) for m in self.memory]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        memory = state.get("memory", [[] for _ in self.parameters])
+        self.memory = [list(m) for m in memory]
+
+
+TGD = TextualGradientDescent

@@ -1,0 +1,219 @@
+"""Textual gradient descent: the exact update prompts, memory, constraints, robust parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+import textprop as tp
+from textprop.engines.scripted import ScriptedEngine
+from textprop.variable import FeedbackContext, Gradient
+
+from .prompts_helpers import OPTIMIZER_SYSTEM_TAGS
+
+LONG_PROMPT = ("You are a meticulous assistant. Read the question twice, list every object "
+               "with its count, add the counts step by step, and finish with the total as a "
+               "single number on the last line.")
+
+
+def prompt_with_feedback(text: str = LONG_PROMPT, *feedback: str) -> tp.Variable:
+    variable = tp.Variable(text, role_description="system prompt")
+    for f in feedback:
+        variable.gradients.add(Gradient(f, role_description="feedback to system prompt"))
+    return variable
+
+
+def optimizer_engine(*replies: str) -> ScriptedEngine:
+    return ScriptedEngine().queue(*replies)
+
+
+def test_update_prompt_shows_full_value_and_each_gradient_in_its_context():
+    variable = tp.Variable(LONG_PROMPT, role_description="system prompt")
+    variable.gradients.add(Gradient(
+        "Ask for the number only.", role_description="feedback to system prompt",
+        context=FeedbackContext("<LM_INPUT> q </LM_INPUT>", "answer to the question",
+                                "llm_call")))
+    variable.gradients.add(Gradient("Mention units.", role_description="feedback"))
+    engine = optimizer_engine("<IMPROVED_VARIABLE>Count, then answer.</IMPROVED_VARIABLE>")
+    optimizer = tp.TGD([variable], engine=engine)
+
+    [record] = optimizer.step()
+
+    request = engine.requests[0]
+    assert request.role == "optimizer" and request.system_prompt == OPTIMIZER_SYSTEM_TAGS
+    assert request.prompt == f"""\
+Here is the role of the variable you will improve: <ROLE>system prompt</ROLE>.
+
+The variable is the text within the following span: <VARIABLE> {LONG_PROMPT} </VARIABLE>
+
+Here is the context and feedback we got for the variable:
+
+<CONTEXT>Here is a conversation:
+
+<CONVERSATION><LM_INPUT> q </LM_INPUT></CONVERSATION>
+
+This conversation is potentially part of a larger system. The output is used as answer to \
+the question
+
+Here is the feedback we got for system prompt in the conversation:
+
+<FEEDBACK>Ask for the number only.</FEEDBACK>
+<FEEDBACK>Mention units.</FEEDBACK></CONTEXT>
+
+Improve the variable (system prompt) using the feedback provided in <FEEDBACK> tags.
+
+Send the improved variable in the following format:
+
+<IMPROVED_VARIABLE>{{the improved variable}}</IMPROVED_VARIABLE>
+
+Send ONLY the improved variable between the <IMPROVED_VARIABLE> tags, and nothing else."""
+    assert variable.value == "Count, then answer."
+    assert (record.status, record.before, record.attempts) == ("updated", LONG_PROMPT, 1)
+
+
+def test_constraints_and_in_context_examples_appear_in_that_order():
+    variable = prompt_with_feedback("Be brief.", "Too vague.")
+    engine = optimizer_engine("<IMPROVED_VARIABLE>Be brief and exact.</IMPROVED_VARIABLE>")
+    optimizer = tp.TGD([variable], engine=engine,
+                       constraints=["Keep it under 20 words.", "Do not use lists."],
+                       in_context_examples=["Be exact: give one number."])
+
+    optimizer.step()
+
+    assert engine.requests[0].prompt.split("tags.\n\n", 1)[1] == """\
+You must follow the following constraints:
+
+<CONSTRAINTS>Constraint 1: Keep it under 20 words.
+Constraint 2: Do not use lists.</CONSTRAINTS>
+
+You must base on the following examples when modifying the system prompt:
+
+<EXAMPLES>Be exact: give one number.</EXAMPLES>
+
+Send the improved variable in the following format:
+
+<IMPROVED_VARIABLE>{the improved variable}</IMPROVED_VARIABLE>
+
+Send ONLY the improved variable between the <IMPROVED_VARIABLE> tags, and nothing else."""
+
+
+def test_gradient_memory_shows_the_feedback_of_the_last_k_steps():
+    variable = prompt_with_feedback("v0")
+    engine = optimizer_engine(*(f"<IMPROVED_VARIABLE>v{i}</IMPROVED_VARIABLE>"
+                                for i in range(1, 4)))
+    optimizer = tp.TGD([variable], engine=engine, gradient_memory=2)
+
+    for step in range(1, 4):
+        optimizer.zero_grad()
+        variable.gradients.add(Gradient(f"feedback {step}", role_description="feedback"))
+        optimizer.step()
+
+    first, second, third = (r.prompt for r in engine.requests)
+    assert "PAST_FEEDBACK" not in first
+    assert third.split("tags.\n\n", 1)[1].startswith("""\
+Here is the feedback this variable received in the previous 2 optimization steps, oldest \
+first. Feedback that keeps recurring means the earlier changes were not enough: make a more \
+significant change.
+
+<PAST_FEEDBACK>
+<FEEDBACK-1> feedback 1 </FEEDBACK-1>
+<FEEDBACK-2> feedback 2 </FEEDBACK-2>
+</PAST_FEEDBACK>
+
+Send the improved variable""")
+    assert "<FEEDBACK-1> feedback 1 </FEEDBACK-1>\n</PAST_FEEDBACK>" in second
+    assert variable.value == "v3"
+
+
+def test_a_rewrite_that_fails_to_parse_twice_is_retried_with_the_problem_explained():
+    variable = prompt_with_feedback("old", "Be exact.")
+    engine = optimizer_engine("I would change it to be exact.", "Still no tags here.",
+                              "<IMPROVED_VARIABLE>new</IMPROVED_VARIABLE>")
+    optimizer = tp.TGD([variable], engine=engine)
+
+    [record] = optimizer.step()
+
+    assert (variable.value, record.status, record.attempts) == ("new", "updated", 3)
+    retry = engine.requests[2]
+    assert [m.role for m in retry.messages] == ["system", "user", "assistant", "user"]
+    assert retry.messages[2].content == "Still no tags here."
+    assert retry.messages[3].content == (
+        'Your reply could not be used: it had neither a JSON object with "improved_variable" '
+        "nor the text between <IMPROVED_VARIABLE> and </IMPROVED_VARIABLE>. Reply again with "
+        "the complete improved variable, in exactly the format asked for.")
+    assert retry.messages[1] == engine.requests[0].messages[1]
+
+
+def test_a_rewrite_that_never_parses_keeps_the_old_value_and_says_why():
+    variable = prompt_with_feedback("old", "Be exact.")
+    engine = ScriptedEngine(default="no tags at all")
+    optimizer = tp.TGD([variable], engine=engine, max_parse_retries=2)
+
+    [record] = optimizer.step()
+
+    assert variable.value == "old" and len(engine.requests) == 3
+    assert record.status == "unparseable"
+    assert record.reason.startswith("kept the old value: it had neither a JSON object")
+    assert optimizer.history == [record]
+
+
+def test_a_reply_cut_off_at_the_token_limit_is_not_taken_as_the_new_value():
+    from textprop.engines.base import Completion
+    from textprop.optim.rewrite import parse_rewrite
+
+    cut = Completion("<IMPROVED_VARIABLE>half a prom", finish_reason="length")
+    forgot_closing_tag = Completion("<IMPROVED_VARIABLE>whole prompt", finish_reason="stop")
+    tags = ("<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>")
+    assert parse_rewrite(cut, tags).value is None
+    assert parse_rewrite(forgot_closing_tag, tags).value == "whole prompt"
+
+
+def test_structured_engines_are_asked_for_json_and_the_field_becomes_the_value():
+    variable = prompt_with_feedback("old", "Be exact.")
+    engine = ScriptedEngine(supports_json_schema=True).queue({"improved_variable": "new"})
+    optimizer = tp.TGD([variable], engine=engine)
+
+    optimizer.step()
+
+    request = engine.requests[0]
+    assert request.json_schema["required"] == ["improved_variable"]
+    assert request.prompt.endswith('Reply with a JSON object {"improved_variable": '
+                                   '"<the improved variable>"} and nothing else.')
+    assert request.system_prompt.endswith('You MUST reply with a JSON object '
+                                          '{"improved_variable": "<the improved variable>"}; '
+                                          "its value will directly replace the variable.")
+    assert variable.value == "new"
+
+
+def test_parameters_without_feedback_are_left_alone_without_a_call():
+    variable = prompt_with_feedback("old")
+    engine = ScriptedEngine()
+    [record] = tp.TGD([variable], engine=engine).step()
+    assert record.status == "no_feedback" and engine.requests == []
+
+
+def test_state_dict_round_trips_values_and_memory():
+    variable = prompt_with_feedback("v0", "fb")
+    optimizer = tp.TGD([variable], engine=optimizer_engine(
+        "<IMPROVED_VARIABLE>v1</IMPROVED_VARIABLE>"), gradient_memory=3)
+    optimizer.step()
+    state = optimizer.state_dict()
+
+    fresh = tp.Variable("v0", role_description="system prompt")
+    restored = tp.TGD([fresh], engine=ScriptedEngine(), gradient_memory=3)
+    restored.load_state_dict(state)
+
+    assert state == {"values": ["v1"], "memory": [["fb"]]}
+    assert fresh.value == "v1" and restored.memory == [["fb"]]
+
+
+def test_zero_grad_clears_every_parameters_feedback():
+    a, b = prompt_with_feedback("a", "x"), prompt_with_feedback("b", "y")
+    optimizer = tp.TGD([a, b], engine=ScriptedEngine())
+    optimizer.zero_grad()
+    assert len(a.gradients) == len(b.gradients) == 0
+
+
+def test_parameters_that_cannot_receive_feedback_are_refused():
+    frozen = tp.Variable("x", role_description="fixed text", requires_grad=False)
+    with pytest.raises(ValueError, match="requires_grad=False"):
+        tp.TGD([frozen], engine=ScriptedEngine())
