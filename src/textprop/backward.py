@@ -16,9 +16,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from textprop.engines.base import Engine, as_engine
-from textprop.errors import MissingEngineError
-from textprop.feedback import backward_request, feedback_text, reduce_request
+from textprop.engines.base import Engine, Request, as_engine
+from textprop.errors import EngineReplyError, MissingEngineError
+from textprop.feedback import (
+    backward_request,
+    feedback_text,
+    reduce_request,
+    salvage_feedback,
+)
 from textprop.variable import FeedbackContext, Gradient, Variable
 
 
@@ -38,9 +43,16 @@ class BackwardContext:
             target=target, conversation=conversation, output=output,
             output_feedback=output.get_gradient_text(), structured=self.structured,
             max_sentences=self.max_sentences, max_tokens=self.max_tokens)
-        completion = await self.engine.acomplete(request)
-        return self.gradient(target, feedback_text(completion),
+        return self.gradient(target, await self._ask(request),
                              FeedbackContext(conversation, output.role_description, source))
+
+    async def _ask(self, request: Request) -> str:
+        try:
+            return feedback_text(await self.engine.acomplete(request))
+        except EngineReplyError as error:  # JSON cut off or malformed: keep what was said
+            if not error.reply_text:
+                raise
+            return salvage_feedback(error.reply_text)
 
     @staticmethod
     def gradient(target: Variable, text: str, context: FeedbackContext | None) -> Gradient:
@@ -51,8 +63,7 @@ class BackwardContext:
         request = reduce_request(
             target=target, feedbacks=[g.value for g in gradients], structured=self.structured,
             max_sentences=self.max_sentences, max_tokens=self.max_tokens)
-        completion = await self.engine.acomplete(request)
-        condensed = self.gradient(target, feedback_text(completion), None)
+        condensed = self.gradient(target, await self._ask(request), None)
         condensed.reduce_tags = frozenset().union(*(g.reduce_tags for g in gradients))
         return condensed
 
@@ -103,6 +114,10 @@ async def run_backward(root: Variable, engine: Any = None, *, max_sentences: int
             waiting[id(p)] += 1
     inbox: dict[int, list[tuple[int, int, Gradient]]] = defaultdict(list)
     seeds: dict[int, set[tuple[int, int]]] = defaultdict(set)  # reduce branches per variable
+    # Where feedback starts: the root, and the inputs of a combination of losses (a sum or
+    # batch of them) that itself got no feedback. Any other step whose output received no
+    # feedback has nothing to pass on, and costs no call.
+    evaluations = {id(root)}
     root.reset_gradients()
 
     async def process(v: Variable, tasks: asyncio.TaskGroup) -> None:
@@ -110,7 +125,10 @@ async def run_backward(root: Variable, engine: Any = None, *, max_sentences: int
         for g in await _condense_batches(v, arrived, ctx):
             v.gradients.add(g)
         step = v.grad_fn
-        if step is not None and v.requires_grad:
+        if step is not None and getattr(step.function, "combines", False) \
+                and id(v) in evaluations and not v.gradients:
+            evaluations.update(id(p) for p in step.inputs)
+        if step is not None and v.requires_grad and (v.gradients or id(v) in evaluations):
             if getattr(step.function, "condenses_feedback", False):
                 for i, p in enumerate(step.inputs):
                     seeds[id(p)].add((rank[id(v)], i))

@@ -65,7 +65,16 @@ class EngineRequestError(EngineError):
 
 
 class EngineReplyError(EngineError):
-    """The engine answered, but not in the form asked for (e.g. JSON that does not parse)."""
+    """The engine answered, but not in the form asked for (e.g. JSON that does not parse).
+
+    `reply_text` keeps what it did answer, so a caller that can use a partial reply (a
+    feedback cut at the token limit) loses nothing.
+    """
+
+    def __init__(self, message: str, *, provider: str | None = None, status: int | None = None,
+                 reply_text: str | None = None, finish_reason: str | None = None) -> None:
+        super().__init__(message, provider=provider, status=status)
+        self.reply_text, self.finish_reason = reply_text, finish_reason
 
 
 class EngineUnavailableError(EngineError):

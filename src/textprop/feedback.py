@@ -9,17 +9,26 @@ graph it is written to address the feedback the step's output received.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from textprop.engines.base import Completion, Request
 from textprop.prompts import render
 from textprop.variable import Variable
 
-FEEDBACK_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"feedback": {"type": "string"}},
-    "required": ["feedback"],
-}
+
+def feedback_schema(max_chars: int | None) -> dict[str, Any]:
+    """`{"feedback": str}`; `maxLength` lets grammar-constrained engines (llama.cpp) close
+    the string in time instead of being cut off mid-JSON by the token limit."""
+    text: dict[str, Any] = {"type": "string"}
+    if max_chars:
+        text["maxLength"] = max_chars
+    return {"type": "object", "properties": {"feedback": text}, "required": ["feedback"]}
+
+
+def max_chars_for(max_tokens: int | None) -> int | None:
+    """Room for the feedback inside `max_tokens`, at a conservative 3 characters a token."""
+    return None if max_tokens is None else max(40, (max_tokens - 16) * 3)
 
 
 def backward_request(*, target: Variable, conversation: str, output: Variable,
@@ -51,7 +60,8 @@ def _request(body: str, system: str, structured: bool, max_tokens: int | None) -
     reply = render("reply_feedback_json" if structured else "reply_feedback_text")
     return Request.chat(f"{body}\n\n{reply}", render(system), role="backward",
                         max_tokens=max_tokens,
-                        json_schema=FEEDBACK_SCHEMA if structured else None)
+                        json_schema=feedback_schema(max_chars_for(max_tokens)) if structured
+                        else None)
 
 
 def feedback_text(completion: Completion) -> str:
@@ -61,7 +71,22 @@ def feedback_text(completion: Completion) -> str:
         try:
             parsed = json.loads(completion.text)
         except ValueError:
-            parsed = None
+            return salvage_feedback(completion.text)
     if isinstance(parsed, dict) and isinstance(parsed.get("feedback"), str):
         return parsed["feedback"].strip()
     return completion.text.strip()
+
+
+_CUT_FEEDBACK = re.compile(r'^\s*\{\s*"feedback"\s*:\s*"(?P<text>(?:[^"\\]|\\.)*)')
+
+
+def salvage_feedback(text: str) -> str:
+    """The feedback of a JSON reply cut off mid-string: a partial critique is still useful."""
+    match = _CUT_FEEDBACK.match(text)
+    if not match:
+        return text.strip()
+    body = match.group("text").rstrip("\\")
+    try:
+        return json.loads(f'"{body}"').strip()
+    except ValueError:
+        return body.strip()

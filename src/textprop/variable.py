@@ -119,17 +119,18 @@ class Variable:
         self.grad_fn = grad_fn
 
     # --- backward ------------------------------------------------------------------------
-    def backward(self, engine: Engine | Any = None) -> None:
-        """Write feedback for every variable this one depends on (see `textprop.backward`)."""
+    def backward(self, engine: Engine | Any = None, **options: Any) -> None:
+        """Write feedback for every variable this one depends on (see `textprop.backward`;
+        options: `max_sentences`, `max_tokens` of each feedback)."""
         from textprop._sync import run_sync
         from textprop.backward import run_backward
 
-        run_sync(run_backward(self, engine))
+        run_sync(run_backward(self, engine, **options))
 
-    async def abackward(self, engine: Engine | Any = None) -> None:
+    async def abackward(self, engine: Engine | Any = None, **options: Any) -> None:
         from textprop.backward import run_backward
 
-        await run_backward(self, engine)
+        await run_backward(self, engine, **options)
 
     # --- composition ---------------------------------------------------------------------
     def __add__(self, other: Variable) -> Variable:

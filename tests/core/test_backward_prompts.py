@@ -93,10 +93,26 @@ def test_structured_engines_are_asked_for_json_feedback_and_the_field_is_read():
     request = engine.requests[-1]
     assert request.prompt.endswith(
         'Reply with a JSON object of the form {"feedback": "<your feedback>"}.')
-    assert request.json_schema == {"type": "object",
-                                   "properties": {"feedback": {"type": "string"}},
-                                   "required": ["feedback"]}
+    assert request.json_schema == {
+        "type": "object", "required": ["feedback"],
+        # the grammar closes the string before max_tokens=300 could cut the JSON
+        "properties": {"feedback": {"type": "string", "maxLength": 852}}}
     assert system_prompt.get_gradient_text() == "Say the number only."
+
+
+def test_a_feedback_reply_cut_off_mid_json_keeps_what_was_said():
+    from textprop.errors import EngineReplyError
+
+    engine = ScriptedEngine(supports_json_schema=True)
+    engine.on(lambda r: r.role == "backward", EngineReplyError(
+        "not valid JSON", reply_text='{"feedback": "Say the \\"number\\" only, and',
+        finish_reason="length"))
+    engine.on(lambda r: r.role in ("forward", "loss"), "5")
+    system_prompt, answer, loss = one_call(engine)
+
+    loss.backward(engine)
+
+    assert answer.get_gradient_text() == 'Say the "number" only, and'
 
 
 def test_three_step_chain_feeds_the_first_system_prompt_through_the_middle_step():

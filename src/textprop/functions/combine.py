@@ -22,6 +22,7 @@ class Sum(Function):
     """
 
     role_prefix = "a combination of the following"
+    combines = True  # the scheduler treats inputs of a feedback-less sum as losses
 
     def forward(self, variables: Sequence[Variable]) -> Variable:
         variables = list(variables)

@@ -1,0 +1,159 @@
+"""At most N requests in flight to the inner engine, and optionally at most R per second.
+
+One limit covers every caller: async tasks on any event loop and sync `complete` calls from any
+thread draw from the same N slots, so mixing the sync and async APIs cannot double it. A freed
+slot goes straight to the longest waiter (FIFO), so no caller starves.
+
+Put it below the cache (hits never wait for a slot) and above `Retry` (a call backing off after
+a 429 keeps its slot, which is the back-pressure a rate-limited provider asks for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+
+from textprop.engines.base import Completion, Engine, Request
+from textprop.errors import ConfigError
+
+
+class _AsyncWaiter:
+    __slots__ = ("loop", "future")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+
+
+class Slots:
+    """A counting semaphore shared by threads and event loops.
+
+    `asyncio.Semaphore` belongs to one loop and `threading.Semaphore` blocks a loop, so
+    neither alone can bound sync and async callers together.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._used = 0
+        self._lock = threading.Lock()
+        self._waiters: deque[threading.Event | _AsyncWaiter] = deque()
+
+    @property
+    def in_use(self) -> int:
+        return self._used
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self._used < self.size and not self._waiters:
+                self._used += 1
+                return
+            event = threading.Event()
+            self._waiters.append(event)
+        try:
+            event.wait()
+        except BaseException:  # e.g. KeyboardInterrupt while waiting
+            with self._lock:
+                if event in self._waiters:
+                    self._waiters.remove(event)
+                    raise
+            self.release()  # the slot was handed over already: pass it on
+            raise
+
+    async def aacquire(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._used < self.size and not self._waiters:
+                self._used += 1
+                return
+            waiter = _AsyncWaiter(loop)
+            self._waiters.append(waiter)
+        try:
+            await waiter.future
+        except BaseException:  # cancelled while waiting
+            with self._lock:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                    raise
+            if waiter.future.done() and not waiter.future.cancelled():
+                self.release()  # we got the slot just as we were cancelled
+            # else the hand-over callback has not run yet; it sees the cancel and passes it on
+            raise
+
+    def release(self) -> None:
+        with self._lock:
+            if not self._waiters:
+                self._used -= 1
+                return
+            waiter = self._waiters.popleft()  # the slot passes to it; _used stays
+        if isinstance(waiter, threading.Event):
+            waiter.set()
+            return
+        try:
+            waiter.loop.call_soon_threadsafe(self._hand_over, waiter.future)
+        except RuntimeError:  # that loop is closed: nobody will take the slot there
+            self.release()
+
+    def _hand_over(self, future: asyncio.Future[None]) -> None:
+        if future.cancelled():
+            self.release()
+        else:
+            future.set_result(None)
+
+
+class RateLimiter:
+    """Token bucket: on average `rate_per_s` starts per second, bursts of up to `burst`."""
+
+    def __init__(self, rate_per_s: float, burst: int = 1) -> None:
+        if rate_per_s <= 0 or burst < 1:
+            raise ConfigError("rate_per_s must be > 0 and burst >= 1", field="rate_per_s")
+        self.rate_per_s, self.burst = rate_per_s, burst
+        self._tokens = float(burst)
+        self._updated = time.monotonic()
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """Take one token now, in advance if need be; returns the seconds to wait before use."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate_per_s)
+            self._updated = now
+            self._tokens -= 1
+            return 0.0 if self._tokens >= 0 else -self._tokens / self.rate_per_s
+
+
+class ConcurrencyLimit(Engine):
+    """Bound the requests in flight to `inner` (and optionally their start rate)."""
+
+    def __init__(self, inner: Engine, max_in_flight: int = 4, *,
+                 rate_per_s: float | None = None, burst: int = 1) -> None:
+        if max_in_flight < 1:
+            raise ConfigError(f"must be >= 1, got {max_in_flight}", field="max_in_flight")
+        self.inner = inner
+        self.name = inner.name
+        self.supports_json_schema = inner.supports_json_schema
+        self.max_in_flight = max_in_flight
+        self.slots = Slots(max_in_flight)
+        self.rate = RateLimiter(rate_per_s, burst) if rate_per_s is not None else None
+
+    async def acomplete(self, request: Request) -> Completion:
+        await self.slots.aacquire()
+        try:
+            if self.rate is not None:
+                await asyncio.sleep(self.rate.reserve())
+            return await self.inner.acomplete(request)
+        finally:
+            self.slots.release()
+
+    def complete(self, request: Request) -> Completion:
+        self.slots.acquire()
+        try:
+            if self.rate is not None:
+                time.sleep(self.rate.reserve())
+            return self.inner.complete(request)
+        finally:
+            self.slots.release()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

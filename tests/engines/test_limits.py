@@ -1,0 +1,142 @@
+"""The concurrency limit: at most N requests in flight, for async and sync callers together."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from textprop.engines.base import Completion, Engine, Request
+from textprop.engines.limits import ConcurrencyLimit
+from textprop.engines.scripted import ScriptedEngine
+from textprop.errors import ConfigError, EngineError
+
+
+class InFlight(Engine):
+    """Counts the requests inside `inner` at once (both async and sync paths)."""
+
+    def __init__(self, inner: Engine) -> None:
+        self.inner, self.name = inner, inner.name
+        self.now = self.peak = 0
+        self.starts: list[float] = []
+        self._lock = threading.Lock()
+
+    def _enter(self) -> None:
+        with self._lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+            self.starts.append(time.monotonic())
+
+    def _exit(self) -> None:
+        with self._lock:
+            self.now -= 1
+
+    async def acomplete(self, request: Request) -> Completion:
+        self._enter()
+        try:
+            return await self.inner.acomplete(request)
+        finally:
+            self._exit()
+
+    def complete(self, request: Request) -> Completion:
+        self._enter()
+        try:
+            return self.inner.complete(request)
+        finally:
+            self._exit()
+
+
+def tracked(latency_s: float = 0.02, **kwargs) -> InFlight:
+    return InFlight(ScriptedEngine(default="ok", latency_s=latency_s, **kwargs))
+
+
+def test_twenty_concurrent_calls_with_limit_three_never_exceed_three_and_do_overlap():
+    inner = tracked()
+    limited = ConcurrencyLimit(inner, 3)
+
+    async def main():
+        return await asyncio.gather(*[limited.acomplete(Request.chat(f"q{i}"))
+                                      for i in range(20)])
+
+    results = asyncio.run(main())
+
+    assert len(results) == 20 and inner.now == 0
+    assert inner.peak == 3
+
+
+def test_sync_calls_from_threads_respect_the_limit():
+    inner = tracked()
+    limited = ConcurrencyLimit(inner, 2)
+    threads = [threading.Thread(target=limited.complete, args=(Request.chat(f"t{i}"),))
+               for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(inner.inner.requests) == 8
+    assert inner.peak == 2
+
+
+def test_sync_and_async_callers_share_the_same_slots():
+    inner = tracked(latency_s=0.03)
+    limited = ConcurrencyLimit(inner, 2)
+    threads = [threading.Thread(target=limited.complete, args=(Request.chat(f"t{i}"),))
+               for i in range(4)]
+
+    async def main():
+        for thread in threads:
+            thread.start()
+        await asyncio.gather(*[limited.acomplete(Request.chat(f"a{i}")) for i in range(6)])
+
+    asyncio.run(main())
+    for thread in threads:
+        thread.join()
+
+    assert len(inner.inner.requests) == 10
+    assert inner.peak == 2
+
+
+def test_cancelled_waiters_and_failed_calls_give_their_slots_back():
+    inner = InFlight(ScriptedEngine(latency_s=0.03, default="ok").queue(EngineError("x")))
+    limited = ConcurrencyLimit(inner, 1)
+
+    async def main():
+        failing = asyncio.create_task(limited.acomplete(Request.chat("fails")))
+        waiting = [asyncio.create_task(limited.acomplete(Request.chat(f"w{i}")))
+                   for i in range(3)]
+        await asyncio.sleep(0.01)
+        waiting[0].cancel()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(limited.acomplete(Request.chat("impatient")), 0.005)
+        with pytest.raises(EngineError):
+            await failing
+        await asyncio.gather(*waiting[1:])
+        assert limited.slots.in_use == 0
+        return await asyncio.wait_for(limited.acomplete(Request.chat("after")), 1)
+
+    assert asyncio.run(main()).text == "ok"
+    assert inner.inner.prompts() == ["fails", "w1", "w2", "after"]
+    assert inner.peak == 1
+
+
+def test_a_rate_limit_spaces_out_the_starts():
+    inner = tracked(latency_s=0.0)
+    limited = ConcurrencyLimit(inner, 10, rate_per_s=50)  # one start per 20 ms, burst 1
+
+    async def main():
+        await asyncio.gather(*[limited.acomplete(Request.chat(f"q{i}")) for i in range(5)])
+
+    begin = time.monotonic()
+    asyncio.run(main())
+
+    # The k-th start comes no sooner than k intervals after the first could have.
+    offsets = [start - begin for start in sorted(inner.starts)]
+    assert all(offset >= k * 0.02 - 0.002 for k, offset in enumerate(offsets)), offsets
+
+
+def test_the_limit_must_be_positive():
+    with pytest.raises(ConfigError, match="max_in_flight"):
+        ConcurrencyLimit(ScriptedEngine(), 0)
