@@ -124,6 +124,28 @@ def test_unknown_tasks_and_bad_sizes_are_config_errors():
     with pytest.raises(ConfigError) as caught:
         builtin_task("chess", n_train=1, n_val=1, n_test=1)
     assert str(caught.value) == ("unknown built-in task 'chess'; available: "
-                                 "object_counting, word_sorting")
+                                 "object_counting, word_sorting, date_normalization")
     with pytest.raises(ConfigError, match="n_val must be a non-negative integer, got -1"):
         builtin_task("word_sorting", n_train=1, n_val=-1, n_test=1)
+
+
+def test_date_normalization_targets_are_the_iso_form_of_the_written_date():
+    import re
+    from datetime import datetime
+
+    formats = ("%B %d, %Y", "%d %B %Y", "%b %d %Y", "%d.%m.%Y", "%Y/%m/%d")
+    splits = builtin_task("date_normalization", n_train=40, n_val=0, n_test=0, seed=3)
+    for example in splits.train:
+        written = re.sub(r"^the (\d+)(st|nd|rd|th) of ", r"\1 ", example.fields["written"])
+        written = written.replace(",", "") if written[0].isdigit() else written
+        parsed = None
+        for fmt in formats:
+            try:
+                parsed = datetime.strptime(written, fmt.replace(",", "") if written[0].isdigit()
+                                           else fmt)
+                break
+            except ValueError:
+                continue
+        assert parsed is not None, written
+        assert example.target == parsed.strftime("%Y-%m-%d")
+        assert example.input == f"Write this date in the standard form: {example.fields['written']}"

@@ -6,6 +6,8 @@ optimization run has room to improve:
 - `object_counting`: "I have a flute, two cats, ... How many musical instruments do I have?"
   5-10 item mentions, some with a count in words, with distractors from other categories.
 - `word_sorting`: "Sort the following words alphabetically: List: ..." with 4-10 words.
+- `date_normalization`: "Write this date in the standard form: 24.2.1990" -> "1990-02-24";
+  the format is never stated, so the prompt must learn it from the metric's feedback.
 
 The test split is generated first from its own seeded stream, then val, then train, each
 skipping inputs already used: the splits are disjoint, and the test set does not change when
@@ -146,6 +148,35 @@ def word_sorting(rng: random.Random) -> Generated:
                      " ".join(ordered), {})
 
 
+# --- date normalization -------------------------------------------------------------------
+
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+          "September", "October", "November", "December")
+
+
+def date_normalization(rng: random.Random) -> Generated:
+    """A date written one of several ways; the target is its ISO form (YYYY-MM-DD).
+
+    The question never names the format: a pipeline has to learn the house style from
+    feedback ("expected '1990-02-24', got '24 February 1990'"), the way real teams' output
+    conventions are learned. Day-first numeric dates ("24.2.1990") make it more than a
+    formatting rule.
+    """
+    year, month, day = rng.randint(1950, 2035), rng.randint(1, 12), rng.randint(1, 28)
+    name = MONTHS[month - 1]
+    written = rng.choice((
+        f"{name} {day}, {year}", f"{day} {name} {year}", f"{name[:3]} {day} {year}",
+        f"{day}.{month}.{year}", f"{year}/{month}/{day}", f"the {_ordinal(day)} of {name}, {year}",
+    ))
+    return Generated(f"Write this date in the standard form: {written}",
+                     f"{year:04d}-{month:02d}-{day:02d}", {"written": written})
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 # --- registry -------------------------------------------------------------------------------
 
 BUILTIN_TASKS: Mapping[str, BuiltinTask] = {
@@ -154,6 +185,8 @@ BUILTIN_TASKS: Mapping[str, BuiltinTask] = {
                     object_counting, metric="numeric"),
         BuiltinTask("word_sorting", "sort a list of words alphabetically (BBH style)",
                     word_sorting, metric="exact_match"),
+        BuiltinTask("date_normalization", "write a date in the house style (ISO 8601)",
+                    date_normalization, metric="exact_match"),
     )
 }
 MAX_ATTEMPTS_PER_EXAMPLE = 50

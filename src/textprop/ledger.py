@@ -1,0 +1,289 @@
+"""The run ledger: an SQLite record of every step of an optimization run.
+
+It is the run's paper trail and its checkpoint at once: each step is written in one
+transaction (values before and after, the feedback that drove the change, the losses, the
+scores, the decision and why, the calls made), so a run killed at any moment resumes from
+the last committed step and nothing accepted is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS steps (
+    step INTEGER PRIMARY KEY,          -- 0 is the baseline evaluation
+    epoch INTEGER NOT NULL,
+    batch TEXT NOT NULL,               -- JSON list of example ids
+    batch_score REAL,
+    val_score REAL,
+    best_val_score REAL,               -- the validation score to beat after this step
+    test_score REAL,
+    status TEXT NOT NULL,              -- baseline | accepted | rejected | pending | skipped
+    reason TEXT NOT NULL,
+    values_json TEXT NOT NULL,         -- parameter values in force after this step
+    optimizer_json TEXT NOT NULL,      -- optimizer state (memory) after this step
+    started_at REAL NOT NULL,
+    finished_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS revisions (
+    step INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    role_description TEXT NOT NULL,
+    before TEXT NOT NULL,
+    after TEXT NOT NULL,               -- the proposal (kept even when the step was rejected)
+    feedback TEXT NOT NULL,
+    update_status TEXT NOT NULL,       -- updated | unchanged | no_feedback | unparseable
+    update_reason TEXT NOT NULL,
+    PRIMARY KEY (step, name)
+);
+CREATE TABLE IF NOT EXISTS losses (
+    step INTEGER NOT NULL,
+    example_id TEXT NOT NULL,
+    prediction TEXT NOT NULL,
+    target TEXT NOT NULL,
+    score REAL NOT NULL,
+    explanation TEXT NOT NULL,
+    PRIMARY KEY (step, example_id)
+);
+CREATE TABLE IF NOT EXISTS evaluations (
+    step INTEGER NOT NULL,
+    split TEXT NOT NULL,               -- val | test | val_proposal
+    score REAL NOT NULL,
+    n INTEGER NOT NULL,
+    per_example TEXT NOT NULL,         -- JSON {example id: score}
+    PRIMARY KEY (step, split)
+);
+CREATE TABLE IF NOT EXISTS calls (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    step INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    engine TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    latency_s REAL NOT NULL,
+    cached INTEGER NOT NULL,
+    ok INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS approvals (
+    step INTEGER PRIMARY KEY,
+    decision TEXT NOT NULL,            -- approved | rejected
+    decided_at REAL NOT NULL,
+    note TEXT NOT NULL
+);
+"""
+
+
+@dataclass
+class Revision:
+    name: str
+    role_description: str
+    before: str
+    after: str
+    feedback: str
+    update_status: str
+    update_reason: str = ""
+
+
+@dataclass
+class LossRow:
+    example_id: str
+    prediction: str
+    target: str
+    score: float
+    explanation: str
+
+
+@dataclass
+class EvaluationRow:
+    split: str
+    score: float
+    per_example: dict[str, float]
+
+    @property
+    def n(self) -> int:
+        return len(self.per_example)
+
+
+@dataclass
+class StepRecord:
+    step: int
+    epoch: int
+    status: str
+    reason: str
+    values: dict[str, str]
+    optimizer_state: dict[str, Any]
+    batch: list[str] = field(default_factory=list)
+    batch_score: float | None = None
+    val_score: float | None = None
+    best_val_score: float | None = None
+    test_score: float | None = None
+    revisions: list[Revision] = field(default_factory=list)
+    losses: list[LossRow] = field(default_factory=list)
+    evaluations: list[EvaluationRow] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+    finished_at: float = 0.0
+
+
+class Ledger:
+    FILE_NAME = "ledger.sqlite3"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection, used from the caller and from textprop's event-loop thread in turn.
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    @classmethod
+    def in_run(cls, run_dir: str | Path) -> Ledger:
+        return cls(Path(run_dir) / cls.FILE_NAME)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # --- writing -------------------------------------------------------------------------
+    def set_meta(self, **items: Any) -> None:
+        with self._transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                           [(k, json.dumps(v)) for k, v in items.items()])
+
+    def record_step(self, record: StepRecord) -> None:
+        """Write one whole step atomically; a step is either fully in the ledger or absent."""
+        record.finished_at = record.finished_at or time.time()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (record.step, record.epoch, json.dumps(record.batch), record.batch_score,
+                 record.val_score, record.best_val_score, record.test_score, record.status,
+                 record.reason, json.dumps(record.values), json.dumps(record.optimizer_state),
+                 record.started_at, record.finished_at))
+            for table in ("revisions", "losses", "evaluations", "calls"):
+                db.execute(f"DELETE FROM {table} WHERE step = ?", (record.step,))
+            db.executemany("INSERT INTO revisions VALUES (?,?,?,?,?,?,?,?)", [
+                (record.step, r.name, r.role_description, r.before, r.after, r.feedback,
+                 r.update_status, r.update_reason) for r in record.revisions])
+            db.executemany("INSERT INTO losses VALUES (?,?,?,?,?,?)", [
+                (record.step, r.example_id, r.prediction, r.target, r.score, r.explanation)
+                for r in record.losses])
+            db.executemany("INSERT INTO evaluations VALUES (?,?,?,?,?)", [
+                (record.step, e.split, e.score, e.n, json.dumps(e.per_example))
+                for e in record.evaluations])
+            db.executemany(
+                "INSERT INTO calls (step, role, engine, input_tokens, output_tokens, cost_usd,"
+                " latency_s, cached, ok) VALUES (?,?,?,?,?,?,?,?,?)",
+                [(record.step, c["role"], c["engine"], c["input_tokens"], c["output_tokens"],
+                  c["cost_usd"], c["latency_s"], int(c["cached"]), int(c.get("ok", True)))
+                 for c in record.calls])
+
+    def update_step_status(self, step: int, status: str, reason: str,
+                           values: dict[str, str] | None = None,
+                           best_val_score: float | None = None) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE steps SET status = ?, reason = ? WHERE step = ?",
+                       (status, reason, step))
+            if values is not None:
+                db.execute("UPDATE steps SET values_json = ? WHERE step = ?",
+                           (json.dumps(values), step))
+            if best_val_score is not None:
+                db.execute("UPDATE steps SET best_val_score = ? WHERE step = ?",
+                           (best_val_score, step))
+
+    def decide(self, step: int, decision: str, note: str = "") -> None:
+        if decision not in ("approved", "rejected"):
+            raise ValueError("decision must be 'approved' or 'rejected'")
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO approvals VALUES (?, ?, ?, ?)",
+                       (step, decision, time.time(), note))
+
+    # --- reading -------------------------------------------------------------------------
+    def meta(self) -> dict[str, Any]:
+        return {r["key"]: json.loads(r["value"])
+                for r in self._db.execute("SELECT key, value FROM meta")}
+
+    def steps(self) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT * FROM steps ORDER BY step").fetchall()
+        return [self._step_dict(r) for r in rows]
+
+    def step(self, step: int) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM steps WHERE step = ?", (step,)).fetchone()
+        return None if row is None else self._step_dict(row)
+
+    def last_step(self) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM steps ORDER BY step DESC LIMIT 1").fetchone()
+        return None if row is None else self._step_dict(row)
+
+    def revisions(self, step: int | None = None) -> list[dict[str, Any]]:
+        return self._rows("revisions", step)
+
+    def losses(self, step: int | None = None) -> list[dict[str, Any]]:
+        return self._rows("losses", step)
+
+    def evaluations(self, step: int | None = None) -> list[dict[str, Any]]:
+        rows = self._rows("evaluations", step)
+        for r in rows:
+            r["per_example"] = json.loads(r["per_example"])
+        return rows
+
+    def calls(self, step: int | None = None) -> list[dict[str, Any]]:
+        return self._rows("calls", step)
+
+    def approval(self, step: int) -> str | None:
+        row = self._db.execute("SELECT decision FROM approvals WHERE step = ?",
+                               (step,)).fetchone()
+        return None if row is None else row["decision"]
+
+    def usage_by_role(self) -> dict[str, dict[str, float]]:
+        rows = self._db.execute(
+            "SELECT role, COUNT(*) AS calls, SUM(cached) AS cache_hits, "
+            "SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, "
+            "SUM(cost_usd) AS cost_usd, SUM(latency_s) AS latency_s "
+            "FROM calls GROUP BY role ORDER BY role").fetchall()
+        return {r["role"]: {k: r[k] for k in r.keys() if k != "role"} for r in rows}
+
+    def _rows(self, table: str, step: int | None) -> list[dict[str, Any]]:
+        order = "step, rowid"
+        if step is None:
+            rows = self._db.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
+        else:
+            rows = self._db.execute(f"SELECT * FROM {table} WHERE step = ? ORDER BY {order}",
+                                    (step,)).fetchall()
+        return [dict(r) for r in rows]
+
+    @staticmethod
+    def _step_dict(row: sqlite3.Row) -> dict[str, Any]:
+        d = dict(row)
+        d["batch"] = json.loads(d["batch"])
+        d["values"] = json.loads(d.pop("values_json"))
+        d["optimizer_state"] = json.loads(d.pop("optimizer_json"))
+        return d
+
+
+def summarize_scores(steps: Sequence[dict[str, Any]]) -> list[tuple[int, float | None,
+                                                                     float | None]]:
+    """(step, batch score, validation score) per step, for curves."""
+    return [(s["step"], s["batch_score"], s["val_score"]) for s in steps]

@@ -1,0 +1,143 @@
+"""Turn a validated `RunConfig` into the objects of a run: data, engines, metric, trainer."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from textprop.data.benchmarks import load_bbh, load_gsm8k
+from textprop.data.dataset import Splits, load_dataset
+from textprop.data.tasks import builtin_task
+from textprop.engines.base import Engine
+from textprop.engines.cache import Cache, default_cache_path
+from textprop.engines.metering import Meter
+from textprop.engines.stack import build_stack, find_layer
+from textprop.errors import ConfigError
+from textprop.optim.tgd import TextualGradientDescent
+from textprop.train.config import RunConfig
+from textprop.train.pipeline import DEFAULT_ROLE, PromptPipeline
+from textprop.train.trainer import Trainer, TrainerSettings
+
+
+def build_splits(config: RunConfig) -> Splits:
+    task, seed = config.task, config.run.seed
+    if task.builtin:
+        splits = builtin_task(task.builtin, n_train=task.n_train, n_val=task.n_val,
+                              n_test=task.n_test, seed=seed)
+    elif task.bbh:
+        splits = load_bbh(config.resolve(task.bbh))
+    elif task.gsm8k:
+        folder = config.resolve(task.gsm8k)
+        splits = load_gsm8k(folder / "train.jsonl", folder / "test.jsonl")
+    else:
+        fields = {"input_field": task.input_field, "target_field": task.target_field}
+        splits = Splits(
+            load_dataset(config.resolve(task.train), **fields),
+            load_dataset(config.resolve(task.val), **fields),
+            load_dataset(config.resolve(task.test), **fields) if task.test else
+            load_dataset(config.resolve(task.val), **fields)[:0])
+    return Splits(splits.train, splits.val[:task.limit_val] if task.limit_val else splits.val,
+                  splits.test[:task.limit_test] if task.limit_test is not None else splits.test)
+
+
+def provider_engine(spec: str, timeout: float | None = None) -> Engine:
+    """`get_engine(spec)`, plus `python:module:factory` for an engine built by user code."""
+    if spec.startswith("python:"):
+        module_name, _, attr = spec.removeprefix("python:").partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as error:
+            raise ConfigError(f"cannot load engine factory {spec!r}: {error}",
+                              field="engines") from None
+        engine = factory()
+        if not isinstance(engine, Engine):
+            raise ConfigError(f"{spec} returned {type(engine).__name__}, not an Engine",
+                              field="engines")
+        return engine
+    from textprop.engines.registry import get_engine
+
+    return get_engine(spec, **({"timeout": timeout} if timeout else {}))
+
+
+@dataclass
+class Engines:
+    forward: Engine
+    feedback: Engine
+    optimizer: Engine
+    meters: list[Meter] = field(default_factory=list)
+    cache_path: Path | None = None
+
+
+def build_engines(config: RunConfig) -> Engines:
+    """One layered stack per distinct engine spec, shared by the roles that use it."""
+    cache: Any = False
+    if config.cache.enabled:
+        cache = config.resolve(config.cache.path) if config.cache.path else default_cache_path()
+    stacks: dict[str, tuple[Engine, Meter]] = {}
+    first: Engine | None = None  # the stack holding the budget; the others share it
+    b = config.budget
+    for role in ("forward", "feedback", "optimizer"):
+        spec = config.engine_spec(role)
+        if spec not in stacks:
+            limits = ({"max_calls": b.max_calls, "max_tokens": b.max_tokens,
+                       "max_cost_usd": b.max_cost_usd} if first is None
+                      else {"share_budget_with": first})
+            stacks[spec] = build_stack(
+                provider_engine(spec, config.engines.timeout), cache=cache,
+                replay=config.cache.replay, concurrency=config.engines.concurrency, **limits)
+            first = first or stacks[spec][0]
+    pick = {role: stacks[config.engine_spec(role)][0]
+            for role in ("forward", "feedback", "optimizer")}
+    cache_layer = find_layer(pick["forward"], Cache)
+    return Engines(**pick, meters=[meter for _, meter in stacks.values()],
+                   cache_path=cache_layer.path if cache_layer else None)
+
+
+def build_metric(config: RunConfig, engines: Engines) -> Any:
+    from textprop.metrics import get_metric
+    from textprop.metrics.judge import LLMJudge
+
+    if config.metric.name == "judge":
+        if not config.metric.judge_instruction:
+            raise ConfigError("the judge metric needs judge_instruction",
+                              source=str(config.source), field="metric.judge_instruction")
+        return LLMJudge(engines.feedback, config.metric.judge_instruction)
+    name = config.metric.name
+    if name is None:
+        from textprop.data.tasks import BUILTIN_TASKS
+
+        task = BUILTIN_TASKS.get(config.task.builtin or "")
+        name = task.metric if task else "exact_match"
+    try:
+        return get_metric(name)
+    except ConfigError as error:
+        raise ConfigError(str(error), source=str(config.source), field="metric.name") from None
+
+
+def build_trainer(config: RunConfig, run_dir: Path,
+                  progress: Callable[[str], None] | None = None) -> tuple[Trainer, Engines]:
+    splits = build_splits(config)
+    engines = build_engines(config)
+    p = config.pipeline
+    pipeline = PromptPipeline(engines.forward, p.system_prompt,
+                              role_description=p.role_description or DEFAULT_ROLE,
+                              template=p.template, max_tokens=p.max_tokens)
+    o = config.optimizer
+    optimizer = TextualGradientDescent(
+        list(pipeline.parameters().values()), engine=engines.optimizer,
+        constraints=o.constraints, in_context_examples=o.in_context_examples,
+        gradient_memory=o.gradient_memory, max_parse_retries=o.max_parse_retries,
+        max_tokens=o.max_tokens, seed=config.run.seed)
+    t = config.trainer
+    settings = TrainerSettings(
+        epochs=t.epochs, batch_size=t.batch_size, steps_per_epoch=t.steps_per_epoch,
+        acceptance=t.acceptance, alpha=t.alpha, test_every_step=t.test_every_step,
+        early_stopping=t.early_stopping, approval=t.approval, seed=config.run.seed,
+        condense_batch_feedback=t.condense_batch_feedback,
+        feedback_sentences=o.feedback_sentences, feedback_max_tokens=o.feedback_max_tokens)
+    trainer = Trainer(pipeline, build_metric(config, engines), optimizer, engines.feedback,
+                      splits, settings, run_dir, meters=engines.meters, progress=progress)
+    return trainer, engines

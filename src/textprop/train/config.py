@@ -1,0 +1,170 @@
+"""The run config (TOML): validated with pydantic, errors naming the file and the field.
+
+    [task]      builtin = "object_counting" | bbh = PATH | gsm8k = DIR | train/val/test = PATHS
+    [pipeline]  system_prompt, role_description, template, max_tokens
+    [metric]    name = "numeric" | "exact_match" | "contains" | "judge" | "module:function"
+    [engines]   default, forward, feedback, optimizer  (specs for textprop.get_engine)
+    [optimizer] constraints, gradient_memory, in_context_examples, max_parse_retries, max_tokens
+    [trainer]   epochs, batch_size, steps_per_epoch, acceptance, early_stopping, approval, ...
+    [cache]     enabled, path, replay
+    [budget]    max_calls, max_tokens, max_cost_usd
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from textprop.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunSection(_Section):
+    name: str = "run"
+    dir: str = "runs"
+    seed: int = 0
+
+
+class TaskSection(_Section):
+    builtin: str | None = None
+    n_train: int = Field(30, ge=1)
+    n_val: int = Field(30, ge=1)
+    n_test: int = Field(50, ge=0)
+    bbh: str | None = None
+    gsm8k: str | None = None
+    train: str | None = None
+    val: str | None = None
+    test: str | None = None
+    input_field: str = "input"
+    target_field: str = "target"
+    limit_val: int | None = Field(None, ge=1)
+    limit_test: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def one_source(self) -> TaskSection:
+        sources = [s for s in ("builtin", "bbh", "gsm8k", "train") if getattr(self, s)]
+        if len(sources) != 1:
+            raise ValueError("give exactly one of builtin, bbh, gsm8k or train (+ val, test)"
+                             f"; got {sources or 'none'}")
+        if self.train and not self.val:
+            raise ValueError("a train file needs a val file for validation")
+        return self
+
+
+class PipelineSection(_Section):
+    system_prompt: str
+    role_description: str | None = None
+    template: str = "{input}"
+    max_tokens: int | None = Field(512, ge=1)
+
+
+class MetricSection(_Section):
+    name: str | None = None  # default: the built-in task's metric, else exact_match
+    judge_instruction: str | None = None
+
+
+class EnginesSection(_Section):
+    default: str = "local"
+    forward: str | None = None
+    feedback: str | None = None
+    optimizer: str | None = None
+    concurrency: int = Field(4, ge=1)
+    timeout: float | None = Field(None, gt=0)
+
+
+class OptimizerSection(_Section):
+    constraints: list[str] = []
+    gradient_memory: int = Field(0, ge=0)
+    in_context_examples: list[str] = []
+    max_parse_retries: int = Field(2, ge=0)
+    max_tokens: int | None = Field(512, ge=1)
+    feedback_max_tokens: int | None = Field(300, ge=1)
+    feedback_sentences: int = Field(4, ge=1)
+
+
+class TrainerSection(_Section):
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(3, ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1)
+    acceptance: Literal["non_decrease", "strict", "paired"] = "non_decrease"
+    alpha: float = Field(0.1, gt=0, lt=1)
+    test_every_step: bool = False
+    early_stopping: int = Field(0, ge=0)
+    approval: bool = False
+    condense_batch_feedback: bool = True
+
+
+class CacheSection(_Section):
+    enabled: bool = True
+    path: str | None = None
+    replay: bool = False
+
+
+class BudgetSection(_Section):
+    max_calls: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_cost_usd: float | None = Field(None, gt=0)
+
+
+class RunConfig(_Section):
+    run: RunSection = RunSection()
+    task: TaskSection
+    pipeline: PipelineSection
+    metric: MetricSection = MetricSection()
+    engines: EnginesSection = EnginesSection()
+    optimizer: OptimizerSection = OptimizerSection()
+    trainer: TrainerSection = TrainerSection()
+    cache: CacheSection = CacheSection()
+    budget: BudgetSection = BudgetSection()
+
+    source: Path | None = Field(None, exclude=True)
+
+    def engine_spec(self, role: Literal["forward", "feedback", "optimizer"]) -> str:
+        return getattr(self.engines, role) or self.engines.default
+
+    def resolve(self, path: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() or self.source is None else self.source.parent / p
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("no such config file", source=str(path)) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"not valid TOML: {error}", source=str(path)) from None
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        data.setdefault(section, {})[key] = value
+    return parse_config(data, source=path)
+
+
+def parse_config(data: dict[str, Any], source: Path | None = None) -> RunConfig:
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as error:
+        raise _config_error(error, source) from None
+    config.source = source.resolve() if source else None
+    return config
+
+
+def _config_error(error: ValidationError, source: Path | None) -> ConfigError:
+    problems = error.errors()
+    first = problems[0]
+    field = ".".join(str(part) for part in first["loc"]) or None
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown field (check the spelling)"
+    elif first["type"] == "missing":
+        message = "required field is missing"
+    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+    return ConfigError(message + more, source=str(source) if source else None, field=field)

@@ -1,0 +1,55 @@
+"""The pipeline a config file describes: one system prompt (the parameter) + a user template.
+
+Python users can pass any object with the same shape to the `Trainer`: `parameters()` and
+`async aforward(example) -> Variable`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from textprop.data.dataset import Example
+from textprop.engines.base import Engine
+from textprop.errors import ConfigError
+from textprop.functions.llm_call import LLMCall
+from textprop.variable import Variable
+
+DEFAULT_ROLE = ("system prompt to the language model that answers the question; it is reused "
+                "for every question of the task")
+
+
+class Pipeline(Protocol):
+    def parameters(self) -> dict[str, Variable]: ...
+
+    async def aforward(self, example: Example) -> Variable: ...
+
+
+class PromptPipeline:
+    """prediction = engine(system_prompt, template.format(input=..., **fields))."""
+
+    def __init__(self, engine: Engine, system_prompt: str, *,
+                 role_description: str = DEFAULT_ROLE, template: str = "{input}",
+                 max_tokens: int | None = 512) -> None:
+        self.system_prompt = Variable(system_prompt, role_description=role_description)
+        self.template = template
+        self.call = LLMCall(engine, self.system_prompt, max_tokens=max_tokens)
+
+    def parameters(self) -> dict[str, Variable]:
+        return {"system_prompt": self.system_prompt}
+
+    def _question(self, example: Example) -> Variable:
+        try:
+            text = self.template.format(input=example.input, **example.fields)
+        except (KeyError, IndexError) as missing:
+            raise ConfigError(f"the template needs field {missing} that example "
+                              f"{example.id} does not have", field="pipeline.template",
+                              source=example.source or None) from None
+        return Variable(text, role_description="question to the language model",
+                        requires_grad=False)
+
+    async def aforward(self, example: Example) -> Variable:
+        return await self.call.aforward(self._question(example),
+                                        "answer of the language model to the question")
+
+    def describe(self) -> dict[str, Any]:
+        return {"template": self.template, "role_description": self.system_prompt.role_description}

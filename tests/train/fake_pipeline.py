@@ -1,0 +1,47 @@
+"""A scripted 'model' for end-to-end runs: it answers arithmetic questions correctly only
+once its system prompt asks for an 'Answer:' line, the way a real model follows a format."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from textprop.engines.scripted import ScriptedEngine
+
+FEEDBACK = "Tell the model to end with a line 'Answer: <number>'."
+IMPROVED = "Add the numbers. End your reply with a line 'Answer: <number>'."
+
+
+def reply(system: str, prompt: str, wants_json: bool) -> str:
+    if "gradient (feedback) engine" in system or "condense" in system:
+        return json.dumps({"feedback": FEEDBACK}) if wants_json else FEEDBACK
+    if "optimization system that improves text" in system:
+        return (json.dumps({"improved_variable": IMPROVED}) if wants_json
+                else f"<IMPROVED_VARIABLE>{IMPROVED}</IMPROVED_VARIABLE>")
+    numbers = [int(n) for n in re.findall(r"\d+", prompt)]
+    if "Answer:" in system:
+        return f"Adding them up.\nAnswer: {sum(numbers)}"
+    return "It is a number, probably 0."
+
+
+def make_engine() -> ScriptedEngine:
+    """The engine factory a config names as `python:tests.train.fake_pipeline:make_engine`."""
+    engine = ScriptedEngine(name="scripted:arithmetic")
+    engine.on(lambda r: True, lambda r: reply(r.system_prompt or "", r.prompt,
+                                              r.json_schema is not None))
+    return engine
+
+
+def server_reply(body: dict) -> str:
+    """The same behaviour for the OpenAI-compatible test server."""
+    messages = body["messages"]
+    system = next((m["content"] for m in messages if m["role"] == "system"), "")
+    prompt = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+    return reply(system, prompt, "response_format" in body)
+
+
+def write_dataset(folder, name: str, pairs: list[tuple[int, int]]) -> str:
+    path = folder / f"{name}.jsonl"
+    path.write_text("".join(json.dumps({"question": f"What is {a} + {b}?",
+                                        "answer": str(a + b)}) + "\n" for a, b in pairs))
+    return str(path)

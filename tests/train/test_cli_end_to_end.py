@@ -1,0 +1,158 @@
+"""The CLI end to end on a scripted engine: optimize, history, diff, export, report, eval."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from textprop.cli import main
+from textprop.ledger import Ledger
+
+from .fake_pipeline import IMPROVED, write_dataset
+
+START = "You are a helpful assistant."
+
+
+def write_config(tmp_path: Path, **trainer: object) -> Path:
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    train = write_dataset(data, "train", [(1, 2), (3, 4), (5, 6), (7, 8)])
+    val = write_dataset(data, "val", [(2, 2), (4, 5), (6, 1)])
+    test = write_dataset(data, "test", [(9, 9), (1, 1), (3, 3), (2, 7)])
+    extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in trainer.items())
+    config = tmp_path / "run.toml"
+    config.write_text(f"""
+[run]
+name = "arith"
+dir = "{tmp_path / 'runs'}"
+
+[task]
+train = "{train}"
+val = "{val}"
+test = "{test}"
+input_field = "question"
+target_field = "answer"
+
+[pipeline]
+system_prompt = "{START}"
+
+[metric]
+name = "numeric"
+
+[engines]
+default = "python:tests.train.fake_pipeline:make_engine"
+
+[cache]
+path = "{tmp_path / 'cache.sqlite3'}"
+
+[trainer]
+batch_size = 2
+steps_per_epoch = 2
+{extra}""")
+    return config
+
+
+def run_cli(*args: str, capsys) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_optimize_improves_the_prompt_and_records_every_step(tmp_path, capsys):
+    config = write_config(tmp_path)
+
+    code, out, err = run_cli("optimize", str(config), "--json", capsys=capsys)
+
+    assert code == 0, err
+    summary = json.loads(out)
+    run = Path(summary["run"])
+    assert (summary["baseline_test"], summary["final_test"]) == (0.0, 1.0)
+    assert (summary["baseline_val"], summary["best_val"]) == (0.0, 1.0)
+    assert summary["values"] == {"system_prompt": IMPROVED}
+    steps = Ledger.in_run(run).steps()
+    assert [(s["step"], s["status"]) for s in steps] == [(0, "baseline"), (1, "accepted"),
+                                                          (2, "skipped")]
+    assert steps[2]["reason"] == "every example in the batch was right: no feedback"
+    revision = Ledger.in_run(run).revisions(1)[0]
+    assert (revision["before"], revision["after"]) == (START, IMPROVED)
+    assert "Tell the model to end with a line 'Answer: <number>'." in revision["feedback"]
+    losses = Ledger.in_run(run).losses(1)
+    assert [row["explanation"].startswith("expected") for row in losses] == [True, True]
+    assert (run / "config.toml").exists() and (run / "report.html").exists()
+    usage = Ledger.in_run(run).usage_by_role()
+    assert set(usage) == {"forward", "backward", "optimizer"}
+
+
+def test_history_diff_export_and_report_read_the_run(tmp_path, capsys):
+    config = write_config(tmp_path)
+    run_cli("optimize", str(config), "--quiet", capsys=capsys)
+    run = next((tmp_path / "runs").iterdir())
+
+    _, history, _ = run_cli("history", str(run), capsys=capsys)
+    assert history.splitlines()[1].split()[:3] == ["0", "1", "baseline"]
+    assert history.splitlines()[2].split()[:3] == ["1", "1", "accepted"]
+
+    _, diff, _ = run_cli("diff", str(run), "0", "1", capsys=capsys)
+    assert f"-{START}" in diff and f"+{IMPROVED}" in diff
+
+    _, exported, _ = run_cli("export", str(run), "--json", capsys=capsys)
+    folder = Path(json.loads(exported)["folder"])
+    assert (folder / "system_prompt.txt").read_text() == IMPROVED + "\n"
+    assert json.loads((folder / "prompts.json").read_text()) == {"system_prompt": IMPROVED}
+
+    _, report, _ = run_cli("report", str(run), "--json", capsys=capsys)
+    assert Path(json.loads(report)["report"]).read_text().count("<svg") >= 1
+
+    code, scored, _ = run_cli("eval", str(config), "--run", str(run), "--split", "test",
+                              "--json", capsys=capsys)
+    assert code == 0 and json.loads(scored) == {"split": "test", "score": 1.0, "n": 4}
+
+
+def test_a_revision_can_wait_for_a_reviewer(tmp_path, capsys):
+    config = write_config(tmp_path, approval=True)
+    code, out, _ = run_cli("optimize", str(config), "--json", capsys=capsys)
+    summary = json.loads(out)
+    run = summary["run"]
+    assert summary["status"] == "awaiting_approval"
+    assert summary["values"] == {"system_prompt": START}  # not in force before approval
+
+    code, _, _ = run_cli("approve", run, "1", "--note", "looks right", capsys=capsys)
+    assert code == 0
+    code, out, _ = run_cli("optimize", str(config), "--run-dir", run, "--resume", "--json",
+                           capsys=capsys)
+    summary = json.loads(out)
+    assert summary["values"] == {"system_prompt": IMPROVED}
+    assert Ledger.in_run(Path(run)).step(1)["status"] == "accepted"
+
+
+@pytest.mark.parametrize("toml, field", [
+    ('[task]\nbuiltin = "object_counting"\n[pipeline]\nsystem_prompt = "x"\n'
+     '[trainer]\nbatch_sise = 2\n', "trainer.batch_sise"),
+    ('[task]\nbuiltin = "object_counting"\n[pipeline]\nsystem_prompt = "x"\n'
+     '[trainer]\nbatch_size = "two"\n', "trainer.batch_size"),
+    ('[task]\nbuiltin = "object_counting"\n', "pipeline"),
+])
+def test_a_bad_config_names_the_file_and_the_field(tmp_path, capsys, toml, field):
+    config = tmp_path / "bad.toml"
+    config.write_text(toml)
+    code, _, err = run_cli("optimize", str(config), capsys=capsys)
+    assert code == 1
+    assert err.startswith(f"textprop: error: {config}, field '{field}': ")
+
+
+def test_a_bad_dataset_row_names_the_file_and_line_and_keeps_the_ledger(tmp_path, capsys):
+    config = write_config(tmp_path)
+    run_cli("optimize", str(config), "--quiet", capsys=capsys)
+    run = next((tmp_path / "runs").iterdir())
+    before = Ledger.in_run(run).steps()
+
+    val = tmp_path / "data" / "val.jsonl"
+    val.write_text(val.read_text() + '{"question": "What is 1 + 1?"}\n')
+    code, _, err = run_cli("optimize", str(config), "--run-dir", str(run), "--resume",
+                           capsys=capsys)
+
+    assert code == 1
+    assert f"{val}, line 4" in err and "'answer'" in err
+    assert Ledger.in_run(run).steps() == before
