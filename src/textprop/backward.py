@@ -44,7 +44,8 @@ class BackwardContext:
             output_feedback=output.get_gradient_text(), structured=self.structured,
             max_sentences=self.max_sentences, max_tokens=self.max_tokens)
         return self.gradient(target, await self._ask(request),
-                             FeedbackContext(conversation, output.role_description, source))
+                             FeedbackContext(conversation, output.role_description, source,
+                                             output.get_gradient_text()))
 
     async def _ask(self, request: Request) -> str:
         try:
@@ -63,7 +64,12 @@ class BackwardContext:
         request = reduce_request(
             target=target, feedbacks=[g.value for g in gradients], structured=self.structured,
             max_sentences=self.max_sentences, max_tokens=self.max_tokens)
-        condensed = self.gradient(target, await self._ask(request), None)
+        contexts = [g.context for g in gradients if g.context is not None]
+        merged = FeedbackContext(
+            "\n\n".join(c.conversation for c in contexts), contexts[0].output_role, "batch",
+            "\n".join(c.output_feedback for c in contexts if c.output_feedback),
+        ) if contexts else None  # the optimizer still sees every example behind the summary
+        condensed = self.gradient(target, await self._ask(request), merged)
         condensed.reduce_tags = frozenset().union(*(g.reduce_tags for g in gradients))
         return condensed
 

@@ -107,7 +107,8 @@ def _demo(args: argparse.Namespace) -> int:
     with resources.as_file(path) as demo_path:
         overrides = _overrides(args)
         if args.engine:
-            overrides["engines.default"] = args.engine
+            for role in ("default", "forward", "feedback", "optimizer"):
+                overrides[f"engines.{role}"] = args.engine
         config = load_config(demo_path, overrides)
         return _run(args, config, demo_path)
 
@@ -147,7 +148,7 @@ def _run(args: argparse.Namespace, config: Any, config_path: Path) -> int:
         if args.set:
             (run_dir / "overrides.json").write_text(json.dumps(_overrides(args), indent=2))
     say = _printer(args)
-    trainer, engines = build_trainer(config, run_dir, progress=say)
+    trainer, engines = build_trainer(config, run_dir, progress=say, counter=_bar(args))
     say(f"run folder: {run_dir}")
     say(f"LLM call cache: {engines.cache_path or 'off'}")
     if not trainer.ledger.meta():
@@ -192,6 +193,19 @@ def _printer(args: argparse.Namespace):
         if not (args.quiet or args.json):
             print(message, file=sys.stderr, flush=True)
     return say
+
+
+def _bar(args: argparse.Namespace):
+    """A one-line progress bar for evaluations, on a terminal only."""
+    if args.quiet or args.json or not sys.stderr.isatty():
+        return None
+
+    def show(label: str, done: int, total: int) -> None:
+        filled = round(24 * done / max(total, 1))
+        end = "\n" if done == total else ""
+        print(f"\r  {label:<5} [{'#' * filled}{'.' * (24 - filled)}] {done}/{total}", end=end,
+              file=sys.stderr, flush=True)
+    return show
 
 
 # --- eval ----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ class FeedbackContext:
     conversation: str  # the step's inputs and output, as shown to the feedback engine
     output_role: str  # role description of the step's output
     source: str  # which kind of step: "llm_call", "python_function", "sum", "metric", ...
+    output_feedback: str = ""  # the feedback the step's output had received, if any
 
 
 class Variable:

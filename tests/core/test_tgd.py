@@ -217,3 +217,48 @@ def test_parameters_that_cannot_receive_feedback_are_refused():
     frozen = tp.Variable("x", role_description="fixed text", requires_grad=False)
     with pytest.raises(ValueError, match="requires_grad=False"):
         tp.TGD([frozen], engine=ScriptedEngine())
+
+
+def test_the_optimizer_sees_each_example_and_what_was_wrong_behind_a_condensed_feedback():
+    from .prompts_helpers import feedback_engine
+
+    engine = feedback_engine(optimizer="<IMPROVED_VARIABLE>Answer in ISO form."
+                                       "</IMPROVED_VARIABLE>")
+    system_prompt = tp.Variable("Rewrite dates.", role_description="system prompt")
+    model = tp.BlackboxLLM(engine, system_prompt)
+    losses = []
+    for question, target in (("24.2.1990", "1990-02-24"), ("Mar 5 2001", "2001-03-05")):
+        answer = model(tp.Variable(question, role_description="date", requires_grad=False))
+        losses.append(tp.MetricLoss(lambda p, t: (0.0, f"expected {t!r}, got {p!r}"))(
+            answer, target))
+    tp.reduce(losses).backward(engine)
+    tp.TGD([system_prompt], engine=engine).step()
+
+    prompt = engine.requests[-1].prompt
+    assert prompt.split("<CONTEXT>", 1)[1].split("</CONTEXT>")[0] == """\
+Here is a conversation:
+
+<CONVERSATION><LM_SYSTEM_PROMPT> Rewrite dates. </LM_SYSTEM_PROMPT>
+
+<LM_INPUT> 24.2.1990 </LM_INPUT>
+
+<LM_OUTPUT> The answer is 5. </LM_OUTPUT>
+
+<LM_SYSTEM_PROMPT> Rewrite dates. </LM_SYSTEM_PROMPT>
+
+<LM_INPUT> Mar 5 2001 </LM_INPUT>
+
+<LM_OUTPUT> The answer is 5. </LM_OUTPUT></CONVERSATION>
+
+What was wrong with the output, according to the evaluation downstream:
+
+<OUTPUT_FEEDBACK>expected '1990-02-24', got 'The answer is 5.'
+expected '2001-03-05', got 'The answer is 5.'</OUTPUT_FEEDBACK>
+
+This conversation is potentially part of a larger system. The output is used as response \
+from the language model
+
+Here is the feedback we got for system prompt in the conversation:
+
+<FEEDBACK>Condensed feedback.</FEEDBACK>"""
+    assert system_prompt.value == "Answer in ISO form."

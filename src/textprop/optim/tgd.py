@@ -113,8 +113,11 @@ class TextualGradientDescent(Optimizer):
             if context is None:
                 parts.append(render("optimizer_feedback_plain", feedback=g.value))
             else:
+                note = (render("optimizer_output_feedback",
+                               output_feedback=context.output_feedback)
+                        if context.output_feedback.strip() else "")
                 parts.append(render("optimizer_feedback_in_context",
-                                    conversation=context.conversation,
+                                    conversation=context.conversation, output_feedback=note,
                                     output_role=context.output_role,
                                     variable_role=variable.role_description,
                                     feedback=g.value))

@@ -118,7 +118,9 @@ def build_metric(config: RunConfig, engines: Engines) -> Any:
 
 
 def build_trainer(config: RunConfig, run_dir: Path,
-                  progress: Callable[[str], None] | None = None) -> tuple[Trainer, Engines]:
+                  progress: Callable[[str], None] | None = None,
+                  counter: Callable[[str, int, int], None] | None = None,
+                  ) -> tuple[Trainer, Engines]:
     splits = build_splits(config)
     engines = build_engines(config)
     p = config.pipeline
@@ -139,5 +141,6 @@ def build_trainer(config: RunConfig, run_dir: Path,
         condense_batch_feedback=t.condense_batch_feedback,
         feedback_sentences=o.feedback_sentences, feedback_max_tokens=o.feedback_max_tokens)
     trainer = Trainer(pipeline, build_metric(config, engines), optimizer, engines.feedback,
-                      splits, settings, run_dir, meters=engines.meters, progress=progress)
+                      splits, settings, run_dir, meters=engines.meters, progress=progress,
+                      counter=counter)
     return trainer, engines

@@ -76,13 +76,15 @@ class Trainer:
     def __init__(self, pipeline: Pipeline, metric: Any, optimizer: TextualGradientDescent,
                  feedback_engine: Engine, splits: Splits, settings: TrainerSettings,
                  run_dir: str | Path, *, meters: Sequence[Any] = (),
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None,
+                 counter: Callable[[str, int, int], None] | None = None) -> None:
         self.pipeline, self.metric, self.optimizer = pipeline, metric, optimizer
         self.feedback_engine, self.splits, self.settings = feedback_engine, splits, settings
         self.run_dir = Path(run_dir)
         self.ledger = Ledger.in_run(self.run_dir)
         self.parameters = pipeline.parameters()
         self.progress = progress or (lambda message: None)
+        self.counter = counter or (lambda label, done, total: None)  # for progress bars
         self._calls: list[dict[str, Any]] = []
         for meter in meters:
             meter.on_call(self._on_call)
@@ -111,7 +113,16 @@ class Trainer:
         return _Scored(example, prediction, float(result.score), result.explanation)
 
     async def evaluate(self, dataset: Dataset, split: str) -> EvaluationRow:
-        scored = await asyncio.gather(*(self._score(e) for e in dataset))
+        done = 0
+
+        async def score(example: Example) -> _Scored:
+            nonlocal done
+            result = await self._score(example)
+            done += 1
+            self.counter(split, done, len(dataset))
+            return result
+
+        scored = await asyncio.gather(*(score(e) for e in dataset))
         per_example = {s.example.id: s.score for s in scored}
         mean = sum(per_example.values()) / max(len(per_example), 1)
         return EvaluationRow(split, mean, per_example)
