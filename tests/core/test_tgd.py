@@ -262,3 +262,24 @@ Here is the feedback we got for system prompt in the conversation:
 
 <FEEDBACK>Condensed feedback.</FEEDBACK>"""
     assert system_prompt.value == "Answer in ISO form."
+
+
+def test_a_rewrite_that_repeats_the_current_value_is_asked_for_again():
+    variable = prompt_with_feedback("old", "Say which format.")
+    engine = optimizer_engine("<IMPROVED_VARIABLE>old</IMPROVED_VARIABLE>",
+                              "<IMPROVED_VARIABLE>new</IMPROVED_VARIABLE>")
+    [record] = tp.TGD([variable], engine=engine).step()
+
+    assert (record.status, record.attempts, variable.value) == ("updated", 2, "new")
+    assert engine.requests[1].messages[3].content == (
+        "Your reply repeats the current variable word for word, but the feedback asks for a "
+        "change. Reply again with an improved variable that makes a concrete change "
+        "addressing the feedback, in exactly the format asked for.")
+
+
+def test_a_rewrite_that_always_repeats_the_value_is_recorded_as_unchanged():
+    variable = prompt_with_feedback("old", "Say which format.")
+    engine = ScriptedEngine(default="<IMPROVED_VARIABLE>old</IMPROVED_VARIABLE>")
+    [record] = tp.TGD([variable], engine=engine, max_parse_retries=1).step()
+    assert (record.status, record.reason, len(engine.requests)) == (
+        "unchanged", "the optimizer kept the text as it was", 2)

@@ -17,6 +17,7 @@ from textprop.prompts import render
 from textprop.variable import Variable
 
 DEFAULT_TAGS = ("<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>")
+UNCHANGED = "the rewrite repeats the current value"
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,9 @@ class TextualGradientDescent(Optimizer):
     with the context it came from, the constraints, the in-context examples and, with
     `gradient_memory=k`, the feedback of the last k steps. The rewrite is asked for as JSON
     when the engine supports structured output and between tags otherwise. A reply that
-    can't be parsed is retried `max_parse_retries` times with the problem explained; if it
-    still fails the parameter keeps its value and the record says why. It never raises for
-    a bad reply.
+    can't be parsed, or that merely repeats the current value although there is feedback, is
+    retried `max_parse_retries` times with the problem explained; if it still fails the
+    parameter keeps its value and the record says why. It never raises for a bad reply.
     """
 
     def __init__(self, parameters: Iterable[Variable], verbose: int = 0, engine: Any = None,
@@ -156,23 +157,34 @@ class TextualGradientDescent(Optimizer):
         request = self.update_request(index)
         problem = ""
         for attempt in range(1, self.max_parse_retries + 2):
-            try:
-                completion = await self.engine.acomplete(request)
-            except EngineReplyError as error:  # e.g. a schema reply that is not JSON
-                problem, reply_text = str(error), ""
-            else:
-                parsed = parse_rewrite(completion, self.tags)
-                if parsed.value is not None:
-                    status = "updated" if parsed.value != variable.value else "unchanged"
-                    return UpdateRecord(**record, after=parsed.value, status=status,
-                                        reason="", attempts=attempt)
-                problem, reply_text = parsed.problem, completion.text
+            value, reply_text, problem = await self._attempt(request, variable.value)
+            if value is not None:
+                return UpdateRecord(**record, after=value, status="updated", reason="",
+                                    attempts=attempt)
+            retry = (render("optimizer_unchanged") if problem == UNCHANGED
+                     else render("optimizer_retry", problem=problem))
             request = request.with_(messages=(
-                *request.messages[:2], Message("assistant", reply_text),
-                Message("user", render("optimizer_retry", problem=problem))))
+                *request.messages[:2], Message("assistant", reply_text), Message("user", retry)))
+        if problem == UNCHANGED:
+            return UpdateRecord(**record, after=variable.value, status="unchanged",
+                                reason="the optimizer kept the text as it was",
+                                attempts=self.max_parse_retries + 1)
         return UpdateRecord(**record, after=variable.value, status="unparseable",
                             reason=f"kept the old value: {problem}",
                             attempts=self.max_parse_retries + 1)
+
+    async def _attempt(self, request: Request, current: str) -> tuple[str | None, str, str]:
+        """One rewrite request: (the new value or None, the reply text, why not usable)."""
+        try:
+            completion = await self.engine.acomplete(request)
+        except EngineReplyError as error:  # e.g. a schema reply that is not JSON
+            return None, error.reply_text or "", str(error)
+        parsed = parse_rewrite(completion, self.tags)
+        if parsed.value is None:
+            return None, completion.text, parsed.problem
+        if parsed.value == current:
+            return None, completion.text, UNCHANGED
+        return parsed.value, completion.text, ""
 
     # --- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
