@@ -271,6 +271,8 @@ def test_a_rewrite_that_repeats_the_current_value_is_asked_for_again():
     [record] = tp.TGD([variable], engine=engine).step()
 
     assert (record.status, record.attempts, variable.value) == ("updated", 2, "new")
+    assert [r.temperature for r in engine.requests] == [0.0, 0.8]  # sampled, with the seed
+    assert engine.requests[1].seed == 0
     assert engine.requests[1].messages[3].content == (
         "Your reply repeats the current variable word for word, but the feedback asks for a "
         "change. Reply again with an improved variable that makes a concrete change "

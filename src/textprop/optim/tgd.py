@@ -18,6 +18,7 @@ from textprop.variable import Variable
 
 DEFAULT_TAGS = ("<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>")
 UNCHANGED = "the rewrite repeats the current value"
+UNCHANGED_RETRY_TEMPERATURE = 0.8
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,10 @@ class TextualGradientDescent(Optimizer):
                                     attempts=attempt)
             retry = (render("optimizer_unchanged") if problem == UNCHANGED
                      else render("optimizer_retry", problem=problem))
-            request = request.with_(messages=(
+            # A model that repeated itself at temperature 0 will do so again: sample (seeded).
+            temperature = (max(request.temperature, UNCHANGED_RETRY_TEMPERATURE)
+                           if problem == UNCHANGED else request.temperature)
+            request = request.with_(temperature=temperature, messages=(
                 *request.messages[:2], Message("assistant", reply_text), Message("user", retry)))
         if problem == UNCHANGED:
             return UpdateRecord(**record, after=variable.value, status="unchanged",
