@@ -16,8 +16,9 @@ import pytest
 from textprop._sync import run_sync
 from textprop.engines.anthropic import AnthropicEngine
 from textprop.engines.base import Engine, Request
-from textprop.engines.openai_compat import OpenAIEngine, Secret, error_detail
+from textprop.engines.openai_compat import OpenAIEngine
 from textprop.engines.retry import Retry
+from textprop.engines.sdk import Secret, error_detail
 from textprop.errors import EngineError
 from textprop.testing import Fault, TestServer
 

@@ -16,29 +16,13 @@ documented `output_config={"format": {"type": "json_schema", "schema": ...}}`, s
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from textprop.engines.base import Completion, Engine, Request, Usage
-from textprop.engines.openai_compat import (
-    Secret,
-    error_detail,
-    parse_json_reply,
-    public_url,
-    retry_after_seconds,
-    status_error,
-    transient,
-)
-from textprop.errors import (
-    ConfigError,
-    EngineAuthError,
-    EngineError,
-    EngineUnavailableError,
-    TransientEngineError,
-)
+from textprop.engines.base import Completion, Request, Usage
+from textprop.engines.sdk import SDKEngine, Secret, parse_json_reply
+from textprop.errors import EngineAuthError, EngineError, EngineUnavailableError
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -50,47 +34,25 @@ _FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "l
                    "refusal": "content_filter"}
 
 
-class AnthropicEngine(Engine):
+class AnthropicEngine(SDKEngine["AsyncAnthropic"]):
     """Claude models via the Messages API. `max_retries` is the SDK's retry budget."""
 
     supports_json_schema = True
+    no_model_message = ("AnthropicEngine needs a model name, e.g. "
+                        "AnthropicEngine('claude-sonnet-4-5')")
+    models_path = "/v1/models"
 
     def __init__(self, model: str, *, api_key: str | None = None, base_url: str | None = None,
                  timeout: float = 60.0, max_retries: int = 3) -> None:
-        self.name = f"anthropic:{model}"
         if importlib.util.find_spec("anthropic") is None:
             raise EngineUnavailableError(
                 f"AnthropicEngine needs the anthropic package: {INSTALL_HINT}",
-                provider=self.name)
-        if not model:
-            raise ConfigError("AnthropicEngine needs a model name, e.g. "
-                              "AnthropicEngine('claude-sonnet-4-5')")
-        if timeout <= 0:
-            raise ConfigError(f"timeout must be > 0 seconds, got {timeout}")
-        if not isinstance(max_retries, int) or max_retries < 0:
-            raise ConfigError(f"max_retries must be an integer >= 0, got {max_retries!r}")
-        self.model = model
-        self.base_url = base_url
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self._secret = Secret(api_key or "")
-        self._key_source: str | None = "api_key" if api_key else None
-        self._clients: dict[asyncio.AbstractEventLoop, AsyncAnthropic] = {}
-        self._lock = threading.Lock()
-
-    def _client(self) -> AsyncAnthropic:
-        """The client for the running loop, made on first use."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            for old in [old for old in self._clients if old.is_closed()]:
-                del self._clients[old]
-            client = self._clients.get(loop)
-            if client is None:
-                client = self._new_client()
-                self._clients[loop] = client
-        return client
+                provider=f"anthropic:{model}")
+        super().__init__(model, name=f"anthropic:{model}", base_url=base_url, api_key=api_key,
+                         timeout=timeout, max_retries=max_retries)
 
     def _new_client(self) -> AsyncAnthropic:
+        """The client, resolving credentials as the SDK does (key, auth token or profile)."""
         from anthropic import AnthropicError, AsyncAnthropic
 
         client: AsyncAnthropic | None = None
@@ -133,13 +95,7 @@ class AnthropicEngine(Engine):
         client = self._client()
         params = self.request_params(request)
         start = time.perf_counter()
-        error: EngineError | None = None
-        try:
-            message = await client.messages.create(**params)
-        except Exception as exc:  # translated below, or re-raised
-            error = self._translate(exc, client, params["model"])
-        if error is not None:
-            raise error  # outside the except block: no SDK exception (and no key) in context
+        message = await self._create(client, client.messages.create, params)
         blocks = getattr(message, "content", None)
         if not isinstance(blocks, list):
             raise self._malformed(client, "it has no content")
@@ -158,43 +114,19 @@ class AnthropicEngine(Engine):
                           finish_reason=finish, latency_s=time.perf_counter() - start,
                           model=f"anthropic:{params['model']}")
 
-    def _translate(self, exc: Exception, client: AsyncAnthropic, model: str) -> EngineError:
+    def _translate(self, exc: Exception, client: AsyncAnthropic, model: str, *,
+                   inside_sdk_retries: bool) -> EngineError:
         import anthropic
 
-        where = public_url(str(client.base_url))
-        if isinstance(exc, anthropic.APIStatusError):
-            return status_error(
-                exc.status_code, error_detail(exc.body, exc.message, self._secret),
-                engine=self.name, where=where, model=model, key_advice=self._key_advice(),
-                retry_after=retry_after_seconds(exc.response.headers),
-                sdk_retries=self.max_retries, models_url=f"{where}/v1/models")
-        if isinstance(exc, anthropic.APITimeoutError):
-            return transient(f"{self.name}: no reply from {where} within {self.timeout:g} s; "
-                             "raise timeout=... or check the server", engine=self.name,
-                             sdk_retries=self.max_retries)
-        if isinstance(exc, anthropic.APIConnectionError):
-            return transient(f"{self.name}: the connection to {where} failed or was dropped; "
-                             "check the network and base_url", engine=self.name,
-                             sdk_retries=self.max_retries)
-        if isinstance(exc, ValueError | anthropic.APIResponseValidationError):
-            return self._malformed(client, "its body is not valid JSON")
-        raise exc
-
-    def _malformed(self, client: AsyncAnthropic, detail: str) -> TransientEngineError:
-        return TransientEngineError(
-            f"{self.name}: {public_url(str(client.base_url))} sent a malformed reply ({detail});"
-            " it may pass on retry", provider=self.name, status=200)
+        error = self._translate_sdk_error(
+            anthropic, exc, client, model,
+            sdk_retries=self.max_retries if inside_sdk_retries else 0,
+            connection_advice="check the network and base_url")
+        if error is None:
+            raise exc
+        return error
 
     def _key_advice(self) -> str:
         if self._key_source == "api_key":
             return "pass a valid key as api_key=... (or omit it and set ANTHROPIC_API_KEY)"
         return f"set {self._key_source or 'ANTHROPIC_API_KEY'} to a valid key"
-
-    async def aclose(self) -> None:
-        """Close the client of the running loop; clients of other loops are dropped."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            clients, self._clients = self._clients, {}
-        client = clients.get(loop)
-        if client is not None:
-            await client.close()

@@ -39,17 +39,20 @@ import random
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from textprop.engines.base import Completion, Engine, Request, Usage
 from textprop.errors import CacheMissError, ConfigError
 
 if TYPE_CHECKING:
     import sqlite3
+
+T = TypeVar("T")
 
 CacheMode = Literal["readwrite", "replay", "refresh", "off"]
 CACHE_MODES: tuple[str, ...] = ("readwrite", "replay", "refresh", "off")
@@ -173,56 +176,14 @@ class Cache(Engine):
     async def acomplete(self, request: Request) -> Completion:
         if self.mode == "off":
             return await self.inner.acomplete(request)
-        key = self.key(request)
-        if self.mode == "replay":
-            return self._replay(request, await asyncio.to_thread(self._get, key))
-        while True:
-            future, leader = self._claim(key)
-            if not leader:
-                try:
-                    return _as_shared(await asyncio.wrap_future(future))
-                except _LeaderGone:
-                    continue
-            try:
-                found = None if self.mode == "refresh" else await asyncio.to_thread(self._get, key)
-                if found is None:
-                    found = await self.inner.acomplete(request)
-                    await asyncio.to_thread(self._put, key, request, found)
-            except Exception as exc:
-                self._settle(key, future, error=exc)
-                raise
-            except BaseException:
-                self._settle(key, future, error=_LeaderGone())
-                raise
-            self._settle(key, future, result=found)
-            return found
+        return await self._answer(request, call=self.inner.acomplete, run=asyncio.to_thread,
+                                  wait=asyncio.wrap_future)
 
     def complete(self, request: Request) -> Completion:
         if self.mode == "off":
             return self.inner.complete(request)
-        key = self.key(request)
-        if self.mode == "replay":
-            return self._replay(request, self._get(key))
-        while True:
-            future, leader = self._claim(key)
-            if not leader:
-                try:
-                    return _as_shared(future.result())
-                except _LeaderGone:
-                    continue
-            try:
-                found = None if self.mode == "refresh" else self._get(key)
-                if found is None:
-                    found = self.inner.complete(request)
-                    self._put(key, request, found)
-            except Exception as exc:
-                self._settle(key, future, error=exc)
-                raise
-            except BaseException:
-                self._settle(key, future, error=_LeaderGone())
-                raise
-            self._settle(key, future, result=found)
-            return found
+        return _run_inline(self._answer(request, call=partial(_now, self.inner.complete),
+                                        run=_now, wait=partial(_now, Future.result)))
 
     def contains(self, request: Request) -> bool:
         """Whether `request` would be answered from the file (so it would cost nothing)."""
@@ -252,7 +213,41 @@ class Cache(Engine):
     def __repr__(self) -> str:
         return f"Cache({self.inner!r}, path={str(self.path)!r}, mode={self.mode!r})"
 
-    # -- in-flight coalescing ---------------------------------------------------------------
+    # -- lookup and in-flight coalescing ----------------------------------------------------
+
+    async def _answer(self, request: Request, *,
+                      call: Callable[[Request], Awaitable[Completion]],
+                      run: Callable[..., Awaitable[Any]],
+                      wait: Callable[[Future[Completion]], Awaitable[Completion]]) -> Completion:
+        """The lookup, written once for both paths; they differ only in how they wait.
+
+        `call` asks the inner engine, `run(fn, *args)` runs a blocking database step and `wait`
+        waits for the leader's future. `acomplete` passes truly async ones; `complete` passes
+        `_now` wrappers that finish at once, so the coroutine never suspends.
+        """
+        key = self.key(request)
+        if self.mode == "replay":
+            return self._replay(request, await run(self._get, key))
+        while True:
+            future, leader = self._claim(key)
+            if not leader:
+                try:
+                    return _as_shared(await wait(future))
+                except _LeaderGone:
+                    continue
+            try:
+                found = None if self.mode == "refresh" else await run(self._get, key)
+                if found is None:
+                    found = await call(request)
+                    await run(self._put, key, request, found)
+            except Exception as exc:
+                self._settle(key, future, error=exc)
+                raise
+            except BaseException:
+                self._settle(key, future, error=_LeaderGone())
+                raise
+            self._settle(key, future, result=found)
+            return found
 
     def _claim(self, key: str) -> tuple[Future[Completion], bool]:
         """The future for `key` and whether this caller must produce it (the leader)."""
@@ -360,9 +355,26 @@ class Cache(Engine):
                 (key, self.inner.name, request.role, canonical_request(self.inner.name, request),
                  data, completion.latency_s, time.time()))
         except (TypeError, ValueError, sqlite3.Error, OSError) as exc:
+            # stacklevel 6 names the caller of `complete` (past _now, _answer, _run_inline and
+            # complete); on the async path `_put` runs in a worker thread, so no caller shows.
             warnings.warn(f"could not cache a {request.role} completion in {self.path} "
                           f"({type(exc).__name__}: {exc}); it will be requested again next time",
-                          RuntimeWarning, stacklevel=3)
+                          RuntimeWarning, stacklevel=6)
+
+
+async def _now(fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)`, run here and now: the sync path's stand-in for `asyncio.to_thread`."""
+    return fn(*args)
+
+
+def _run_inline(coroutine: Coroutine[Any, Any, T]) -> T:
+    """The result of a coroutine that never suspends (it awaits only `_now`), without a loop."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError("a coroutine run inline suspended")
 
 
 def _as_shared(completion: Completion) -> Completion:
