@@ -156,3 +156,14 @@ def test_a_bad_dataset_row_names_the_file_and_line_and_keeps_the_ledger(tmp_path
     assert code == 1
     assert f"{val}, line 4" in err and "'answer'" in err
     assert Ledger.in_run(run).steps() == before
+
+
+def test_early_stopping_and_testing_every_step(tmp_path, capsys):
+    config = write_config(tmp_path, epochs=3, early_stopping=1, test_every_step=True)
+    code, out, _ = run_cli("optimize", str(config), "--json", capsys=capsys)
+    summary = json.loads(out)
+    steps = Ledger.in_run(Path(summary["run"])).steps()
+
+    assert code == 0 and summary["status"] == "stopped_early"
+    assert [s["status"] for s in steps] == ["baseline", "accepted", "skipped"]  # of 6 planned
+    assert steps[1]["test_score"] == 1.0
