@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textprop.engines.base import Engine, Request, as_engine
 from textprop.errors import EngineReplyError, MissingEngineError
@@ -25,6 +25,9 @@ from textprop.feedback import (
     salvage_feedback,
 )
 from textprop.variable import FeedbackContext, Gradient, Variable
+
+if TYPE_CHECKING:
+    from textprop.functions.base import Step
 
 
 @dataclass
@@ -54,6 +57,15 @@ class BackwardContext:
             if not error.reply_text:
                 raise
             return salvage_feedback(error.reply_text)
+
+    async def feedback_for_inputs(self, step: Step, conversation: str,
+                                  source: str) -> list[tuple[Variable, Gradient]]:
+        """Feedback for every input of `step` that requires grad, asked concurrently."""
+        targets = [v for v in step.inputs if v.requires_grad]
+        gradients = await asyncio.gather(*(
+            self.feedback(target=t, output=step.output, conversation=conversation,
+                          source=source) for t in targets))
+        return list(zip(targets, gradients, strict=True))
 
     @staticmethod
     def gradient(target: Variable, text: str, context: FeedbackContext | None) -> Gradient:

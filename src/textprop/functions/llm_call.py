@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -71,12 +70,7 @@ class LLMCall(Function):
         conversation = render("conversation_llm_call",
                               system_prompt=step.data["system_prompt"] or "",
                               prompt=step.data["prompt"], output=step.output.value)
-        targets = [v for v in step.inputs if v.requires_grad]
-        gradients = await asyncio.gather(*(
-            ctx.feedback(target=t, output=step.output, conversation=conversation,
-                         source="llm_call")
-            for t in targets))
-        return list(zip(targets, gradients, strict=True))
+        return await ctx.feedback_for_inputs(step, conversation, "llm_call")
 
 
 class FormattedLLMCall(LLMCall):

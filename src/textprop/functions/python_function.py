@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -44,9 +43,4 @@ class StringBasedFunction(Function):
             for name, v in step.data["named"])
         conversation = render("conversation_python_function", purpose=self.function_purpose,
                               inputs=described, output=step.output.value)
-        targets = [v for v in step.inputs if v.requires_grad]
-        gradients = await asyncio.gather(*(
-            ctx.feedback(target=t, output=step.output, conversation=conversation,
-                         source="python_function")
-            for t in targets))
-        return list(zip(targets, gradients, strict=True))
+        return await ctx.feedback_for_inputs(step, conversation, "python_function")
