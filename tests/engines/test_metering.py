@@ -181,3 +181,23 @@ def test_a_malformed_price_names_the_file_and_the_model(tmp_path):
     path.write_text('"gpt-4o" = { input = 1.5 }\n')
     with pytest.raises(ConfigError, match=r"prices.toml.*gpt-4o"):
         PriceTable.from_toml(path)
+
+
+def test_latency_is_the_providers_time_not_the_wait_for_a_concurrency_slot():
+    from textprop.engines.base import Completion, Engine
+    from textprop.engines.limits import ConcurrencyLimit
+
+    class Slow(Engine):
+        name = "slow"
+
+        async def acomplete(self, request):
+            await asyncio.sleep(0.05)
+            return Completion("ok", latency_s=1.25)  # what the provider reports
+
+    meter = Meter(ConcurrencyLimit(Slow(), 1), prices={"slow": (0, 0)})
+
+    async def three() -> None:
+        await asyncio.gather(*(meter.acomplete(Request.chat(f"q{i}")) for i in range(3)))
+
+    asyncio.run(three())
+    assert [r.latency_s for r in meter.records] == [1.25, 1.25, 1.25]

@@ -327,6 +327,9 @@ class Meter(Engine):
     def _record(self, request: Request, completion: Completion | None,
                 error: BaseException | None, started: float, latency: float) -> None:
         if completion is not None:
+            # The provider's own time: waiting for a concurrency slot is not the call's latency.
+            latency = completion.latency_s if completion.latency_s or completion.cached \
+                else latency
             cached = completion.cached
             tokens_in, tokens_out = completion.usage.input_tokens, completion.usage.output_tokens
             cost = 0.0 if cached else self.cost(
