@@ -193,12 +193,22 @@ class Ledger:
             db.executemany("INSERT INTO evaluations VALUES (?,?,?,?,?)", [
                 (record.step, e.split, e.score, e.n, json.dumps(e.per_example))
                 for e in record.evaluations])
-            db.executemany(
-                "INSERT INTO calls (step, role, engine, input_tokens, output_tokens, cost_usd,"
-                " latency_s, cached, ok) VALUES (?,?,?,?,?,?,?,?,?)",
-                [(record.step, c["role"], c["engine"], c["input_tokens"], c["output_tokens"],
-                  c["cost_usd"], c["latency_s"], int(c["cached"]), int(c.get("ok", True)))
-                 for c in record.calls])
+            self._insert_calls(db, record.step, record.calls)
+
+    def record_calls(self, step: int, calls: Sequence[dict[str, Any]]) -> None:
+        """Add calls made after `step` was recorded (e.g. the final test evaluation)."""
+        with self._transaction() as db:
+            self._insert_calls(db, step, calls)
+
+    @staticmethod
+    def _insert_calls(db: sqlite3.Connection, step: int,
+                      calls: Sequence[dict[str, Any]]) -> None:
+        db.executemany(
+            "INSERT INTO calls (step, role, engine, input_tokens, output_tokens, cost_usd,"
+            " latency_s, cached, ok) VALUES (?,?,?,?,?,?,?,?,?)",
+            [(step, c["role"], c["engine"], c["input_tokens"], c["output_tokens"],
+              c["cost_usd"], c["latency_s"], int(c["cached"]), int(c.get("ok", True)))
+             for c in calls])
 
     def update_step_status(self, step: int, status: str, reason: str,
                            values: dict[str, str] | None = None,

@@ -233,3 +233,15 @@ def test_import_is_lazy() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_a_llama_cpp_server_spec_selects_its_structured_output_form():
+    from textprop.engines.registry import get_engine
+
+    spec = parse_spec("llama-server:qwen@http://127.0.0.1:8123/v1")
+    assert (spec.kind, spec.model, spec.base_url, spec.provider) == (
+        "openai-compatible", "qwen", "http://127.0.0.1:8123/v1", "llama.cpp")
+    assert parse_spec("llama-server:qwen").base_url == "http://localhost:8080/v1"
+    engine = get_engine("llama-server:qwen@http://127.0.0.1:8123/v1")
+    assert engine.response_format({"type": "object"}) == {
+        "type": "json_object", "schema": {"type": "object"}}

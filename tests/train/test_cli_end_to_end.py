@@ -83,6 +83,8 @@ def test_optimize_improves_the_prompt_and_records_every_step(tmp_path, capsys):
     assert (run / "config.toml").exists() and (run / "report.html").exists()
     usage = Ledger.in_run(run).usage_by_role()
     assert set(usage) == {"forward", "backward", "optimizer"}
+    metered = sum(u["total"]["calls"] for u in summary["usage"].values())
+    assert sum(role["calls"] for role in usage.values()) == metered  # the final test's too
 
 
 def test_history_diff_export_and_report_read_the_run(tmp_path, capsys):

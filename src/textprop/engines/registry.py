@@ -11,6 +11,8 @@ Accepted specs (the provider prefix is case-insensitive, model names are kept as
     MODEL@URL                     the same, shorter; URL must start with http:// or https://
     ollama:MODEL | ollama-MODEL   Ollama at $OLLAMA_BASE_URL or http://localhost:11434/v1
     vllm:MODEL | vllm-MODEL       a vLLM server at http://localhost:8000/v1
+    llama-server:MODEL[@URL]      a llama.cpp server (llama-server, python -m llama_cpp.server)
+                                  at http://localhost:8080/v1; structured output in its form
 
 TextGrad's names work unchanged: `gpt-4o`, `gpt-4o-mini`, `gpt-3.5-turbo`, any `gpt-*`,
 `chatgpt-*` or `o1`/`o3`/`o4...` name -> OpenAI; any `claude-*` name -> Anthropic; the shortcuts
@@ -38,6 +40,7 @@ from textprop.errors import ConfigError, EngineUnavailableError
 EngineKind = Literal["local", "llamacpp", "openai", "anthropic", "openai-compatible"]
 
 OLLAMA_BASE_URL = "http://localhost:11434/v1"
+LLAMA_SERVER_URL = "http://localhost:8080/v1"  # llama-server and llama_cpp.server
 VLLM_BASE_URL = "http://localhost:8000/v1"
 
 # TextGrad's __ENGINE_NAME_SHORTCUTS__ (the together-* one has no provider here).
@@ -53,7 +56,8 @@ ACCEPTED_FORMS = (
     "'local', 'local:0.5b', 'local:1.5b', 'llamacpp:/path/model.gguf', 'openai:MODEL', "
     "'anthropic:MODEL', 'openai-compatible:MODEL@http://host:port/v1', "
     "'MODEL@http://host:port/v1', 'ollama:MODEL' (or 'ollama-MODEL'), 'vllm:MODEL' "
-    "(or 'vllm-MODEL'), or a bare OpenAI/Anthropic model name such as 'gpt-4o', "
+    "(or 'vllm-MODEL'), 'llama-server:MODEL@http://host:port/v1', or a bare "
+    "OpenAI/Anthropic model name such as 'gpt-4o', "
     "'gpt-4o-mini', 'claude-3-5-sonnet-20240620', 'opus', 'haiku', 'sonnet', 'sonnet-3.5'"
 )
 
@@ -128,6 +132,8 @@ def parse_spec(spec: str) -> EngineSpec:
         return EngineSpec(kind, _model(spec, rest, kind))
     if kind == "openai-compatible":
         return _compatible(spec, rest, "openai-compatible", None)
+    if kind == "llama-server":  # llama.cpp's server wants its own JSON-schema form
+        return _compatible(spec, rest, "llama.cpp", LLAMA_SERVER_URL)
     if kind == "ollama":
         return _compatible(spec, rest, "ollama", _ollama_url())
     if kind == "vllm":

@@ -74,7 +74,7 @@ class EnginesSection(_Section):
     forward: str | None = None
     feedback: str | None = None
     optimizer: str | None = None
-    concurrency: int = Field(4, ge=1)
+    concurrency: int = Field(8, ge=1)  # requests in flight per engine
     timeout: float | None = Field(None, gt=0)
 
 

@@ -173,6 +173,7 @@ class Trainer:
         final_test = await self.evaluate(self.splits.test, "test") if len(
             self.splits.test) else None
         result = self._result(status, state, final_test.score if final_test else None, "")
+        self.ledger.record_calls(result.steps, self._take_calls())  # the final test's calls
         self.ledger.set_meta(status=status, final={
             "test_score": result.final_test, "best_val_score": state.best_val,
             "values": result.values,
@@ -182,8 +183,11 @@ class Trainer:
     async def _baseline(self) -> StepRecord:
         self.progress(f"baseline: evaluating {len(self.splits.val)} validation and "
                       f"{len(self.splits.test)} test examples")
-        val = await self.evaluate(self.splits.val, "val")
-        test = await self.evaluate(self.splits.test, "test") if len(self.splits.test) else None
+        if len(self.splits.test):  # independent: evaluated side by side
+            val, test = await asyncio.gather(self.evaluate(self.splits.val, "val"),
+                                             self.evaluate(self.splits.test, "test"))
+        else:
+            val, test = await self.evaluate(self.splits.val, "val"), None
         record = StepRecord(
             step=0, epoch=0, status="baseline", reason="the starting values",
             values=self._values(), optimizer_state=self.optimizer.state_dict(),
