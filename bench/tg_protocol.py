@@ -24,6 +24,7 @@ import concurrent.futures
 import json
 import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -47,6 +48,16 @@ GSM8K_PROMPT = ("You will answer a mathemetical reasoning question. Think step b
 
 class BudgetExceeded(RuntimeError):
     pass
+
+
+class Killed(BaseException):
+    """SIGTERM from the harness (its deadline): the partial result is still written.
+
+    A BaseException, so that TextGrad's tenacity retries (on Exception) do not swallow it."""
+
+
+def _on_sigterm(signum, frame):
+    raise Killed("stopped by SIGTERM (the harness's deadline)")
 
 
 class Counted(ChatExternalClient):
@@ -159,6 +170,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
 
+    signal.signal(signal.SIGTERM, _on_sigterm)
     started = time.perf_counter()
     result = {"framework": "textgrad", "version": getattr(tg, "__version__", "0.1.8"),
               "import_s": IMPORT_S, "args": {k: str(v) for k, v in vars(args).items()},
@@ -276,7 +288,7 @@ def main() -> int:
         result["final_prompt"] = system_prompt.get_value()
         result["best_val"] = float(results["validation_acc"][-1])
         print(f"final test {result['final_test']:.3f}", flush=True)
-    except Exception as error:  # an exception that ends the run is a failure: record it
+    except (Exception, Killed) as error:  # an exception that ends the run is a failure
         result["failure"] = f"{type(error).__name__}: {error}"
         result["traceback"] = traceback.format_exc()
         print(result["traceback"], file=sys.stderr)
