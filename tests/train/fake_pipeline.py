@@ -45,3 +45,29 @@ def write_dataset(folder, name: str, pairs: list[tuple[int, int]]) -> str:
     path.write_text("".join(json.dumps({"question": f"What is {a} + {b}?",
                                         "answer": str(a + b)}) + "\n" for a, b in pairs))
     return str(path)
+
+
+def write_run_config(folder, *, engine: str, train: list[tuple[int, int]],
+                     val: list[tuple[int, int]], test: list[tuple[int, int]],
+                     system_prompt: str = "You are a helpful assistant.",
+                     **sections: dict) -> str:
+    """A run config over generated arithmetic data; `sections` add or extend TOML tables."""
+    data = folder / "data"
+    data.mkdir(exist_ok=True)
+    tables: dict[str, dict] = {
+        "task": {"train": write_dataset(data, "train", train),
+                 "val": write_dataset(data, "val", val),
+                 "test": write_dataset(data, "test", test),
+                 "input_field": "question", "target_field": "answer"},
+        "pipeline": {"system_prompt": system_prompt},
+        "metric": {"name": "numeric"},
+        "engines": {"default": engine},
+        "cache": {"path": str(folder / "cache.sqlite3")},
+    }
+    for name, values in sections.items():
+        tables.setdefault(name, {}).update(values)
+    text = "".join(f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in t.items())
+                   for name, t in tables.items())
+    config = folder / "run.toml"
+    config.write_text(text)
+    return str(config)

@@ -10,48 +10,18 @@ import pytest
 from textprop.cli import main
 from textprop.ledger import Ledger
 
-from .fake_pipeline import IMPROVED, write_dataset
+from .fake_pipeline import IMPROVED, write_run_config
 
 START = "You are a helpful assistant."
 
 
 def write_config(tmp_path: Path, **trainer: object) -> Path:
-    data = tmp_path / "data"
-    data.mkdir(exist_ok=True)
-    train = write_dataset(data, "train", [(1, 2), (3, 4), (5, 6), (7, 8)])
-    val = write_dataset(data, "val", [(2, 2), (4, 5), (6, 1)])
-    test = write_dataset(data, "test", [(9, 9), (1, 1), (3, 3), (2, 7)])
-    extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in trainer.items())
-    config = tmp_path / "run.toml"
-    config.write_text(f"""
-[run]
-name = "arith"
-dir = "{tmp_path / 'runs'}"
-
-[task]
-train = "{train}"
-val = "{val}"
-test = "{test}"
-input_field = "question"
-target_field = "answer"
-
-[pipeline]
-system_prompt = "{START}"
-
-[metric]
-name = "numeric"
-
-[engines]
-default = "python:tests.train.fake_pipeline:make_engine"
-
-[cache]
-path = "{tmp_path / 'cache.sqlite3'}"
-
-[trainer]
-batch_size = 2
-steps_per_epoch = 2
-{extra}""")
-    return config
+    return Path(write_run_config(
+        tmp_path, engine="python:tests.train.fake_pipeline:make_engine",
+        train=[(1, 2), (3, 4), (5, 6), (7, 8)], val=[(2, 2), (4, 5), (6, 1)],
+        test=[(9, 9), (1, 1), (3, 3), (2, 7)], system_prompt=START,
+        run={"name": "arith", "dir": str(tmp_path / "runs")},
+        trainer={"batch_size": 2, "steps_per_epoch": 2, **trainer}))
 
 
 def run_cli(*args: str, capsys) -> tuple[int, str, str]:

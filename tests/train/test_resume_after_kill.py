@@ -18,40 +18,17 @@ from pathlib import Path
 from textprop.ledger import Ledger
 from textprop.testing.server import TestServer
 
-from .fake_pipeline import IMPROVED, server_reply, write_dataset
+from .fake_pipeline import IMPROVED, server_reply, write_run_config
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def config_for(tmp_path: Path, base_url: str) -> Path:
-    data = tmp_path / "data"
-    data.mkdir()
-    train = write_dataset(data, "train", [(i, i + 1) for i in range(8)])
-    val = write_dataset(data, "val", [(2, 2), (4, 5), (6, 1), (3, 3)])
-    test = write_dataset(data, "test", [(9, 9), (1, 1)])
-    config = tmp_path / "run.toml"
-    config.write_text(f"""
-[task]
-train = "{train}"
-val = "{val}"
-test = "{test}"
-input_field = "question"
-target_field = "answer"
-[pipeline]
-system_prompt = "You are a helpful assistant."
-[metric]
-name = "numeric"
-[engines]
-default = "openai-compatible:fake@{base_url}"
-concurrency = 1
-[cache]
-path = "{tmp_path / 'cache.sqlite3'}"
-[trainer]
-batch_size = 2
-steps_per_epoch = 3
-acceptance = "non_decrease"
-""")
-    return config
+    return Path(write_run_config(
+        tmp_path, engine=f"openai-compatible:fake@{base_url}",
+        train=[(i, i + 1) for i in range(8)], val=[(2, 2), (4, 5), (6, 1), (3, 3)],
+        test=[(9, 9), (1, 1)], engines={"concurrency": 1},
+        trainer={"batch_size": 2, "steps_per_epoch": 3, "acceptance": "non_decrease"}))
 
 
 def optimize(config: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
