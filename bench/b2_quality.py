@@ -20,10 +20,9 @@ that serves every role (forward, feedback, optimizer), one request at a time:
   TextGrad's engine wrapper; a run that hits it ends (a failure);
 * each framework's own metric (TextGrad: string_based_equality_fn; textprop: numeric).
 
-textprop's engine is `openai-compatible:MODEL@URL` built with provider="llama.cpp" through a
-`python:` engine factory (this module's `llama_server_engine`): llama-cpp-python's server
-answers OpenAI's `response_format: json_schema` with HTTP 500, and a TOML engine spec cannot
-set the provider (reported in docs/benchmarks.md).
+textprop's engine is `llama-server:MODEL@URL` with `[engines] timeout = 900` (a CPU server is
+slow): llama-cpp-python's server answers OpenAI's `response_format: json_schema` with HTTP 500,
+and that spec sends llama.cpp's own `json_object` + schema form instead.
 
     python bench/b2_quality.py                       # object_counting, the default sizes
     python bench/b2_quality.py --task gsm8k --val 8 --test 8
@@ -60,14 +59,6 @@ def _scratch() -> Path:
     folder = ROOT / "bench/results/tmp"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def llama_server_engine():
-    """textprop's engine for the benchmark's llama.cpp server ($B2_LLAMA_URL)."""
-    import textprop as tp
-
-    return tp.get_engine(f"openai-compatible:qwen2.5-coder-1.5b@{os.environ['B2_LLAMA_URL']}",
-                         provider="llama.cpp", timeout=float(os.environ.get("B2_TIMEOUT", 900)))
 
 
 def start_llama(gguf: str, port: int, threads: int, batch_threads: int, log: Path):
@@ -169,8 +160,9 @@ max_tokens = {args.max_tokens}
 name = "numeric"
 
 [engines]
-default = "python:b2_quality:llama_server_engine"
+default = "llama-server:qwen2.5-coder-1.5b@{url}"
 concurrency = 1
+timeout = 900
 
 [optimizer]
 max_tokens = {args.max_tokens}
@@ -188,8 +180,8 @@ max_calls = {args.max_calls}
 [cache]
 enabled = false
 """)
-    env = {**os.environ, "B2_LLAMA_URL": url, "PYTHONPATH": str(ROOT / "bench"),
-           "OPENAI_API_KEY": "not-needed"}
+    # the textprop of this checkout, whichever one the environment has installed
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OPENAI_API_KEY": "not-needed"}
     cmd = [str(Path(sys.executable).with_name("textprop")), "optimize", str(config),
            "--no-cache", "--run-dir", str(work / "run"), "--json"]
     proc, wall, killed = run_bounded(cmd, args.deadline_min * 60, cwd=work, env=env)
