@@ -114,7 +114,7 @@ def run_textgrad(args, url: str, work: Path) -> dict:
            str(args.test), "--epochs", str(args.epochs), "--steps", str(args.steps),
            "--batch-size", str(args.batch_size), "--threads", "1", "--max-tokens",
            str(args.max_tokens), "--max-calls", str(args.max_calls), "--timeout", "900",
-           "--out", str(out)]
+           "--out", str(out), *(["--seed", str(args.seed)] if args.seed is not None else [])]
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
            "XDG_CACHE_HOME": str(work / "cache"), "TG_DATA_ROOT": str(work / "data"),
            "OPENAI_API_KEY": "not-needed"}
@@ -144,7 +144,7 @@ def run_textprop(args, url: str, work: Path) -> dict:
     config.write_text(f"""
 [run]
 name = "b2"
-seed = 0
+seed = {0 if args.seed is None else args.seed}
 
 [task]
 {task}
@@ -241,6 +241,9 @@ def main() -> int:
     p.add_argument("--max-calls", type=int, default=None,
                    help="default: TextGrad's call count for the protocol, cache hits aside")
     p.add_argument("--deadline-min", type=float, default=25.0, help="per framework")
+    p.add_argument("--seed", type=int, default=None,
+                   help="the training batches' shuffle seed for both (default: TextGrad's "
+                        "script's 42, textprop's 0)")
     p.add_argument("--frameworks", default="textgrad,textprop")
     p.add_argument("--port", type=int, default=8742)
     p.add_argument("--threads", type=int, default=1, help="llama.cpp generation threads")
@@ -265,7 +268,7 @@ def main() -> int:
                "command": " ".join(["python"] + sys.argv),
                "protocol": {k: getattr(args, k) for k in (
                    "val", "test", "epochs", "steps", "batch_size", "max_tokens",
-                   "max_calls")}, "model": Path(args.gguf).name, "runs": []}
+                   "max_calls", "seed")}, "model": Path(args.gguf).name, "runs": []}
     # run folders, ledgers and the server log stay in bench/results/tmp (git-ignored)
     tmp = tempfile.mkdtemp(prefix=f"b2-{args.task}-", dir=_scratch())
     results["work_dir"] = tmp
