@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -140,6 +141,21 @@ def server_summary(server: TestServer) -> dict:
             "errors": sum(1 for r in records if (r.status or 0) >= 400)}
 
 
+def timed_run(cmd: list[str], **kw) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Run `cmd`; its wall seconds and its CPU seconds (user + system, all threads).
+
+    CPU time is the steadier figure on a shared machine: other jobs stretch wall time, not
+    the work a process does.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return proc, wall, cpu
+
+
 def run_textgrad(server: TestServer, workers: int, scratch: Path) -> dict:
     work = scratch / f"tg-{workers}"
     work.mkdir(parents=True)
@@ -149,12 +165,10 @@ def run_textgrad(server: TestServer, workers: int, scratch: Path) -> dict:
            "OPENAI_API_KEY": "not-needed", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [str(TG_PYTHON), str(ROOT / "bench/tg_protocol.py"), "--base-url", server.base_url,
            "--bbh", str(BBH), "--threads", str(workers), "--out", str(out)]
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t
+    proc, wall, cpu = timed_run(cmd, cwd=work, env=env)
     result = json.loads(out.read_text()) if out.exists() else {"failure": proc.stderr[-2000:]}
     return {"framework": "textgrad 0.1.8", "workers": workers, "wall_s": round(wall, 3),
-            "returncode": proc.returncode, "run": _tg_brief(result)}
+            "cpu_s": round(cpu, 2), "returncode": proc.returncode, "run": _tg_brief(result)}
 
 
 def _tg_brief(r: dict) -> dict:
@@ -199,10 +213,8 @@ enabled = false
     textprop = Path(sys.executable).with_name("textprop")
     cmd = [str(textprop), "optimize", str(config), "--no-cache", "--run-dir",
            str(work / "run"), "--json"]
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True,
-                          env={**os.environ, "OPENAI_API_KEY": "not-needed"})
-    wall = time.perf_counter() - t
+    proc, wall, cpu = timed_run(cmd, cwd=work,
+                                env={**os.environ, "OPENAI_API_KEY": "not-needed"})
     try:
         summary = json.loads(proc.stdout)
     except ValueError:
@@ -214,6 +226,7 @@ enabled = false
         steps = [{"step": s["step"], "status": s["status"], "val": s["val_score"],
                   "reason": s["reason"]} for s in Ledger.in_run(work / "run").steps()]
     return {"framework": "textprop", "workers": workers, "wall_s": round(wall, 3),
+            "cpu_s": round(cpu, 2),
             "returncode": proc.returncode,
             "run": {k: summary.get(k) for k in ("status", "baseline_val", "baseline_test",
                                                 "best_val", "final_test", "failure")}
@@ -248,7 +261,8 @@ def main() -> int:
                       file=sys.stderr, flush=True)
                 outcome = run(server, workers, Path(tmp))
                 outcome["server"] = server_summary(server)
-                print(json.dumps({k: outcome[k] for k in ("framework", "wall_s", "server")}),
+                print(json.dumps({k: outcome[k] for k in ("framework", "wall_s", "cpu_s",
+                                                           "server")}),
                       file=sys.stderr, flush=True)
                 pair.append(outcome)
             tg, tp = pair
