@@ -78,27 +78,19 @@ async def path_sdk(url: str, n: int, width: int, *, post: bool) -> float:
         await client.close()
 
 
-async def path_engine(url: str, n: int, width: int, *, stacked: bool) -> float:
+async def path_textprop(url: str, n: int, width: int, *, layer: str) -> float:
+    """`layer`: "engine" (the provider), "stack" (+ build_stack), "graph" (+ BlackboxLLM)."""
     provider = OpenAIEngine(MODEL, base_url=url, api_key="x", provider="test-server")
-    engine = build_stack(provider, cache=False, concurrency=width)[0] if stacked else provider
+    engine = provider if layer == "engine" else build_stack(provider, cache=False,
+                                                             concurrency=width)[0]
     request = Request(messages=(Message("system", SYSTEM), Message("user", QUESTION)))
-
-    async def call():
-        return await engine.acomplete(request)
-    try:
-        return await gather_limited(call, n, width)
-    finally:
-        await provider.aclose()
-
-
-async def path_graph(url: str, n: int, width: int) -> float:
-    provider = OpenAIEngine(MODEL, base_url=url, api_key="x", provider="test-server")
-    engine, _ = build_stack(provider, cache=False, concurrency=width)
     model = tp.BlackboxLLM(engine, tp.Variable(SYSTEM, role_description="system prompt"))
     question = tp.Variable(QUESTION, role_description="question", requires_grad=False)
 
     async def call():
-        return await model.aforward(question)
+        if layer == "graph":
+            return await model.aforward(question)
+        return await engine.acomplete(request)
     try:
         return await gather_limited(call, n, width)
     finally:
@@ -119,9 +111,9 @@ def path_threads(url: str, n: int, width: int) -> float:
 PATHS = {
     "sdk": lambda url, n, w: asyncio.run(path_sdk(url, n, w, post=False)),
     "sdk-post": lambda url, n, w: asyncio.run(path_sdk(url, n, w, post=True)),
-    "engine": lambda url, n, w: asyncio.run(path_engine(url, n, w, stacked=False)),
-    "stack": lambda url, n, w: asyncio.run(path_engine(url, n, w, stacked=True)),
-    "graph": lambda url, n, w: asyncio.run(path_graph(url, n, w)),
+    "engine": lambda url, n, w: asyncio.run(path_textprop(url, n, w, layer="engine")),
+    "stack": lambda url, n, w: asyncio.run(path_textprop(url, n, w, layer="stack")),
+    "graph": lambda url, n, w: asyncio.run(path_textprop(url, n, w, layer="graph")),
     "threads": path_threads,
 }
 
