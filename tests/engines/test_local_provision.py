@@ -371,6 +371,16 @@ def test_json_schema_becomes_a_grammar_and_is_parsed(fake_engine: LocalEngine) -
     assert completion.parsed == {"answer": 4}
 
 
+def test_json_schema_bounds_are_lowered_to_what_llama_cpp_can_hold(
+        fake_engine: LocalEngine) -> None:
+    fake_engine._llama.text = '{"feedback": "ok"}'
+    schema = {"type": "object", "properties": {"feedback": {"type": "string",
+                                                            "maxLength": 1104}}}
+    fake_engine.complete(Request.chat("?", json_schema=schema))
+    sent = fake_engine._llama.calls[-1]["response_format"]["schema"]
+    assert sent["properties"]["feedback"]["maxLength"] == 1000
+
+
 def test_invalid_json_is_a_reply_error_with_excerpt(fake_engine: LocalEngine) -> None:
     fake_engine._llama.text, fake_engine._llama.finish = '{"answer": "it is fo', "length"
     with pytest.raises(EngineReplyError) as info:

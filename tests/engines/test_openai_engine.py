@@ -133,6 +133,23 @@ def test_structured_output_llama_cpp_form(server: TestServer,
     assert completion.parsed == {"answer": "The answer is 4."}
 
 
+def test_llama_cpp_form_lowers_bounds_its_grammar_cannot_hold(
+        server: TestServer, make_engine: Callable[..., OpenAIEngine]) -> None:
+    engine = make_engine(provider="llama.cpp")
+    schema = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 1104}}}
+    engine.complete(Request.chat("2+2?", json_schema=schema))
+    assert server.requests[0].body["response_format"] == {"type": "json_object", "schema": {
+        "type": "object", "properties": {"answer": {"type": "string", "maxLength": 1000}}}}
+    assert schema["properties"]["answer"]["maxLength"] == 1104
+
+
+def test_openai_form_keeps_the_schema_as_given(
+        server: TestServer, make_engine: Callable[..., OpenAIEngine]) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 1104}}}
+    make_engine().complete(Request.chat("2+2?", json_schema=schema))
+    assert server.requests[0].body["response_format"]["json_schema"]["schema"] == schema
+
+
 def test_without_json_schema_support_no_response_format_is_sent(
         server: TestServer, make_engine: Callable[..., OpenAIEngine]) -> None:
     engine = make_engine(supports_json_schema=False)

@@ -18,6 +18,7 @@ import pytest
 from textprop.engines.base import Request
 from textprop.engines.local import MODELS, LocalEngine, check_available
 from textprop.errors import EngineUnavailableError
+from textprop.feedback import feedback_schema, max_chars_for
 
 pytestmark = pytest.mark.local_model
 
@@ -66,6 +67,16 @@ def test_json_schema_call_returns_parsed_json(engine: LocalEngine) -> None:
     assert set(completion.parsed) == {"verdict", "reason"}
     assert completion.parsed["verdict"] in ("correct", "incorrect")
     assert isinstance(completion.parsed["reason"], str)
+
+
+def test_a_long_feedback_bound_does_not_crash_llama_cpp(engine: LocalEngine) -> None:
+    """maxLength 1104 (the feedback bound at max_tokens=384) segfaulted llama-cpp-python
+    0.3.36 before the engine lowered it: this call would kill the test process."""
+    completion = engine.complete(Request.chat(
+        'Reply with this JSON object: {"feedback": "Be brief."}',
+        json_schema=feedback_schema(max_chars_for(384)), max_tokens=32))
+    assert completion.parsed == json.loads(completion.text)
+    assert isinstance(completion.parsed["feedback"], str)
 
 
 def test_max_tokens_and_stop_are_honored(engine: LocalEngine) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from textprop.engines.base import Completion, Engine, Request, Usage
+from textprop.engines.llama_grammar import llama_cpp_schema
 from textprop.errors import (
     ConfigError,
     EngineError,
@@ -410,7 +411,7 @@ class LocalEngine(Engine):
         }
         if request.json_schema is not None:
             kwargs["response_format"] = {"type": "json_object",
-                                         "schema": _plain(request.json_schema)}
+                                         "schema": llama_cpp_schema(request.json_schema)}
         return kwargs
 
     def _completion(self, request: Request, reply: Mapping[str, Any],
@@ -460,15 +461,6 @@ def _check_llama_cpp(install_command: str) -> None:
         raise EngineUnavailableError(
             f"llama-cpp-python is not installed. Install it with: {install_command}",
             provider="local")
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-ready copy of a schema (Mappings may be read-only proxies)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _parse_json(text: str, finish: str | None, request: Request, provider: str) -> Any:

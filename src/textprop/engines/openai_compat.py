@@ -14,7 +14,8 @@ Structured output (`Request.json_schema`) is sent as `response_format`:
 * OpenAI's form, `{"type": "json_schema", "json_schema": {"name": "reply", "schema": ...,
   "strict": False}}`, for every provider but llama.cpp (OpenAI, vLLM, Ollama, LM Studio);
 * llama.cpp server's native form, `{"type": "json_object", "schema": ...}`, when
-  `provider="llama.cpp"` (or "llamacpp", "llama-cpp");
+  `provider="llama.cpp"` (or "llamacpp", "llama-cpp"), with bounds the server's grammar
+  can hold (`textprop.engines.llama_grammar`);
 * nothing, when `supports_json_schema=False` (a server that rejects `response_format`): the
   caller then asks for JSON in the prompt, and `Completion.parsed` stays None.
 """
@@ -27,6 +28,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from textprop.engines.base import Completion, Request, Usage
+from textprop.engines.llama_grammar import llama_cpp_schema
 from textprop.engines.sdk import (
     SDKEngine,
     Secret,
@@ -115,8 +117,8 @@ class OpenAIEngine(SDKEngine["AsyncOpenAI"]):
         return params
 
     def response_format(self, schema: Mapping[str, Any]) -> dict[str, Any]:
-        if self.json_mode == "json_object":
-            return {"type": "json_object", "schema": dict(schema)}
+        if self.json_mode == "json_object":  # llama.cpp's server
+            return {"type": "json_object", "schema": llama_cpp_schema(schema)}
         return {"type": "json_schema",
                 "json_schema": {"name": "reply", "schema": dict(schema), "strict": False}}
 
