@@ -112,13 +112,12 @@ def test_sdk_retries_429_after_retry_after(server: TestServer,
 def test_client_errors_fail_fast(server: TestServer, make_engine: Callable[..., AnthropicEngine],
                                  fault: str, error: type, advice: str) -> None:
     engine = make_engine()
-    engine.complete(Request.chat("warm up"))  # time the failure, not the SDK's first use
+    engine.complete(Request.chat("warm up"))
     server.reset()
     server.inject(fault)
-    start = time.monotonic()
     with pytest.raises(error, match=advice):
         engine.complete(Request.chat("hi"))
-    assert time.monotonic() - start < 0.3 and len(server.requests) == 1
+    assert len(server.requests) == 1  # no retry, so no backoff either
 
 
 def test_malformed_body_is_transient(server: TestServer,

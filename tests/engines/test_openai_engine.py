@@ -80,17 +80,15 @@ def test_concurrent_calls_run_in_parallel(server: TestServer,
     server.latency = 0.2
     engine = make_engine()
 
-    async def main() -> float:
+    async def main() -> None:
         try:
             await engine.acomplete(Request.chat("warm up"))  # the client of this loop
-            start = time.monotonic()
             await asyncio.gather(*(engine.acomplete(Request.chat(f"q{i}")) for i in range(8)))
-            return time.monotonic() - start
         finally:
             await engine.aclose()
 
-    assert asyncio.run(main()) < 0.6  # eight 0.2 s calls at once, not 1.6 s in a row
-    assert server.max_in_flight == 8
+    asyncio.run(main())
+    assert server.max_in_flight == 8  # all eight at once, measured by the server
 
 
 def test_request_maps_to_chat_completions_create(server: TestServer,
@@ -269,14 +267,12 @@ def test_client_errors_fail_fast_with_advice(server: TestServer,
                                              make_engine: Callable[..., OpenAIEngine],
                                              fault: str, error: type, advice: str) -> None:
     engine = make_engine(max_retries=3)
-    engine.complete(Request.chat("warm up"))  # time the failure, not the SDK's first use
+    engine.complete(Request.chat("warm up"))
     server.reset()
     server.inject(fault)
-    start = time.monotonic()
     with pytest.raises(error, match=advice) as info:
         engine.complete(Request.chat("hi"))
-    assert time.monotonic() - start < 0.3
-    assert len(server.requests) == 1
+    assert len(server.requests) == 1  # no retry, so no backoff either
     assert info.value.status == int(fault) and info.value.provider == "openai:test-model"
 
 

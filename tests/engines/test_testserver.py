@@ -161,26 +161,27 @@ def test_hang_answers_nothing_and_ends_when_the_client_gives_up(server: TestServ
     start = time.monotonic()
     with pytest.raises(TimeoutError):
         post(server, chat("hi"), timeout=0.3)
-    assert 0.3 <= time.monotonic() - start < 1.0
-    assert server.wait_idle(timeout=2)
-    [record] = server.requests
+    assert time.monotonic() - start >= 0.3
+    assert server.wait_idle(timeout=10)  # the server lets go when the client hangs up,
+    [record] = server.requests           # long before its 30 s hang would end
     assert record.fault == "hang" and record.status is None
-    assert record.duration is not None and record.duration < 1.0
+    assert record.duration is not None and record.duration < 10
 
 
 def test_serves_requests_concurrently_and_measures_in_flight() -> None:
-    with TestServer(latency=0.2) as srv:
+    # Measured by the server, not by a clock: all six in flight at once means none waited
+    # for another (a wall-time bound failed on a loaded machine). 1 s leaves the threads
+    # ample time to arrive before the first reply.
+    with TestServer(latency=1.0) as srv:
         threads = [threading.Thread(target=post, args=(srv, chat(f"n{i}"))) for i in range(6)]
-        start = time.monotonic()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        assert time.monotonic() - start < 0.6  # six 0.2 s requests, not 1.2 s in a row
         assert srv.max_in_flight == 6
         assert srv.wait_idle()
         records = srv.requests
-        assert all(r.ended is not None and r.ended - r.arrived >= 0.2 for r in records)
+        assert all(r.ended is not None and r.ended - r.arrived >= 1.0 for r in records)
         assert sorted(r.body["messages"][-1]["content"] for r in records) == [
             f"n{i}" for i in range(6)]
         srv.reset()
