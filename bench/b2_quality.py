@@ -25,7 +25,8 @@ slow): llama-cpp-python's server answers OpenAI's `response_format: json_schema`
 and that spec sends llama.cpp's own `json_object` + schema form instead.
 
     python bench/b2_quality.py                       # object_counting, the default sizes
-    python bench/b2_quality.py --task gsm8k --val 8 --test 8
+    python bench/b2_quality.py --task gsm8k --val 30 --test 30 --steps 3 --max-tokens 384 \
+        --threads 2 --batch-threads 2             # GSM8K as in docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -218,7 +219,7 @@ enabled = false
                       for s in steps],
             "final_prompt": (final.get("values") or {}).get("system_prompt"),
         }
-    # the meters see every call; the ledger misses the final test's (see docs/benchmarks.md)
+    # the meters' totals, a cross-check of the ledger's (they agree since 8b379ce)
     for usage in (summary.get("usage") or {}).values():
         if isinstance(usage, dict) and "total" in usage:
             total = usage["total"]

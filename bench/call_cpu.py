@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -158,7 +159,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "benchmark": "call_cpu", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()} {len(__import__('os').sched_getaffinity(0))} cpu, "
+        "machine": f"{platform.machine()} {os.cpu_count()} cpu, "
                    f"CPython {platform.python_version()}",
         "command": " ".join(["python"] + sys.argv), "calls": args.calls, "width": args.width,
         "rounds": args.rounds, "paths": rows}, indent=1))
