@@ -27,7 +27,7 @@ class ConfigError(TextpropError, ValueError):
             ) if part
         )
         super().__init__(f"{where}: {message}" if where else message)
-        self.source, self.field, self.line = source, field, line
+        self.message, self.source, self.field, self.line = message, source, field, line
 
 
 class GraphError(TextpropError):

@@ -32,7 +32,25 @@ CREATE TABLE IF NOT EXISTS steps (
     values_json TEXT NOT NULL,         -- parameter values in force after this step
     optimizer_json TEXT NOT NULL,      -- optimizer state (memory) after this step
     started_at REAL NOT NULL,
-    finished_at REAL NOT NULL
+    finished_at REAL NOT NULL,
+    search_json TEXT NOT NULL DEFAULT '{}'  -- the strategy's counters after this step
+);
+CREATE TABLE IF NOT EXISTS candidates (
+    id INTEGER PRIMARY KEY,            -- 0 is the starting values
+    step INTEGER NOT NULL,             -- the step that proposed it
+    parents TEXT NOT NULL,             -- JSON list of candidate ids
+    origin TEXT NOT NULL,              -- seed | mutation | merge
+    changed TEXT NOT NULL,             -- JSON list of the parameter names it changed
+    sample INTEGER NOT NULL,           -- which rewrite of its parent (0: greedy, k: seed + k)
+    values_json TEXT NOT NULL,
+    feedback TEXT NOT NULL,            -- JSON {parameter name: the feedback behind it}
+    minibatch TEXT NOT NULL,           -- JSON list of example ids it was gated on
+    gate_before REAL,                  -- the parent's minibatch (or subsample) score
+    gate_after REAL,                   -- its own
+    val_score REAL,                    -- mean over the search part of validation
+    val_per_example TEXT,              -- JSON {example id: score}, when validated
+    status TEXT NOT NULL,              -- seed | accepted | rejected | unchanged | duplicate
+    reason TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS revisions (
     step INTEGER NOT NULL,
@@ -115,6 +133,27 @@ class EvaluationRow:
 
 
 @dataclass
+class CandidateRow:
+    """One candidate of a search: a full assignment of values, how it was made and scored."""
+
+    id: int
+    step: int
+    parents: list[int]
+    origin: str
+    values: dict[str, str]
+    status: str
+    reason: str
+    changed: list[str] = field(default_factory=list)
+    sample: int = 0
+    feedback: dict[str, str] = field(default_factory=dict)
+    minibatch: list[str] = field(default_factory=list)
+    gate_before: float | None = None
+    gate_after: float | None = None
+    val_score: float | None = None
+    val_per_example: dict[str, float] | None = None
+
+
+@dataclass
 class StepRecord:
     step: int
     epoch: int
@@ -131,6 +170,8 @@ class StepRecord:
     losses: list[LossRow] = field(default_factory=list)
     evaluations: list[EvaluationRow] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)
+    candidates: list[CandidateRow] = field(default_factory=list)
+    search_state: dict[str, Any] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     finished_at: float = 0.0
 
@@ -174,26 +215,42 @@ class Ledger:
 
     def record_step(self, record: StepRecord) -> None:
         """Write one whole step atomically; a step is either fully in the ledger or absent."""
-        record.finished_at = record.finished_at or time.time()
+        self.record_steps([record])
+
+    def record_steps(self, records: Sequence[StepRecord]) -> None:
+        """Write the steps of one search round in one transaction: all of them or none."""
         with self._transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (record.step, record.epoch, json.dumps(record.batch), record.batch_score,
-                 record.val_score, record.best_val_score, record.test_score, record.status,
-                 record.reason, json.dumps(record.values), json.dumps(record.optimizer_state),
-                 record.started_at, record.finished_at))
-            for table in ("revisions", "losses", "evaluations", "calls"):
-                db.execute(f"DELETE FROM {table} WHERE step = ?", (record.step,))
-            db.executemany("INSERT INTO revisions VALUES (?,?,?,?,?,?,?,?)", [
-                (record.step, r.name, r.role_description, r.before, r.after, r.feedback,
-                 r.update_status, r.update_reason) for r in record.revisions])
-            db.executemany("INSERT INTO losses VALUES (?,?,?,?,?,?)", [
-                (record.step, r.example_id, r.prediction, r.target, r.score, r.explanation)
-                for r in record.losses])
-            db.executemany("INSERT INTO evaluations VALUES (?,?,?,?,?)", [
-                (record.step, e.split, e.score, e.n, json.dumps(e.per_example))
-                for e in record.evaluations])
-            self._insert_calls(db, record.step, record.calls)
+            for record in records:
+                self._write_step(db, record)
+
+    def _write_step(self, db: sqlite3.Connection, record: StepRecord) -> None:
+        record.finished_at = record.finished_at or time.time()
+        db.execute(
+            "INSERT OR REPLACE INTO steps (step, epoch, batch, batch_score, val_score, "
+            "best_val_score, test_score, status, reason, values_json, optimizer_json, "
+            "started_at, finished_at, search_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (record.step, record.epoch, json.dumps(record.batch), record.batch_score,
+             record.val_score, record.best_val_score, record.test_score, record.status,
+             record.reason, json.dumps(record.values), json.dumps(record.optimizer_state),
+             record.started_at, record.finished_at, json.dumps(record.search_state)))
+        for table in ("revisions", "losses", "evaluations", "calls", "candidates"):
+            db.execute(f"DELETE FROM {table} WHERE step = ?", (record.step,))
+        db.executemany("INSERT INTO revisions VALUES (?,?,?,?,?,?,?,?)", [
+            (record.step, r.name, r.role_description, r.before, r.after, r.feedback,
+             r.update_status, r.update_reason) for r in record.revisions])
+        db.executemany("INSERT INTO losses VALUES (?,?,?,?,?,?)", [
+            (record.step, r.example_id, r.prediction, r.target, r.score, r.explanation)
+            for r in record.losses])
+        db.executemany("INSERT INTO evaluations VALUES (?,?,?,?,?)", [
+            (record.step, e.split, e.score, e.n, json.dumps(e.per_example))
+            for e in record.evaluations])
+        db.executemany("INSERT INTO candidates VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", [
+            (c.id, record.step, json.dumps(c.parents), c.origin, json.dumps(c.changed),
+             c.sample, json.dumps(c.values), json.dumps(c.feedback), json.dumps(c.minibatch),
+             c.gate_before, c.gate_after, c.val_score,
+             None if c.val_per_example is None else json.dumps(c.val_per_example),
+             c.status, c.reason) for c in record.candidates])
+        self._insert_calls(db, record.step, record.calls)
 
     def record_calls(self, step: int, calls: Sequence[dict[str, Any]]) -> None:
         """Add calls made after `step` was recorded (e.g. the final test evaluation)."""
@@ -262,6 +319,17 @@ class Ledger:
     def calls(self, step: int | None = None) -> list[dict[str, Any]]:
         return self._rows("calls", step)
 
+    def candidates(self) -> list[CandidateRow]:
+        rows = self._db.execute("SELECT * FROM candidates ORDER BY id").fetchall()
+        return [CandidateRow(
+            id=r["id"], step=r["step"], parents=json.loads(r["parents"]), origin=r["origin"],
+            values=json.loads(r["values_json"]), status=r["status"], reason=r["reason"],
+            changed=json.loads(r["changed"]), sample=r["sample"],
+            feedback=json.loads(r["feedback"]), minibatch=json.loads(r["minibatch"]),
+            gate_before=r["gate_before"], gate_after=r["gate_after"], val_score=r["val_score"],
+            val_per_example=None if r["val_per_example"] is None
+            else json.loads(r["val_per_example"])) for r in rows]
+
     def approval(self, step: int) -> str | None:
         row = self._db.execute("SELECT decision FROM approvals WHERE step = ?",
                                (step,)).fetchone()
@@ -290,6 +358,7 @@ class Ledger:
         d["batch"] = json.loads(d["batch"])
         d["values"] = json.loads(d.pop("values_json"))
         d["optimizer_state"] = json.loads(d.pop("optimizer_json"))
+        d["search_state"] = json.loads(d.pop("search_json"))
         return d
 
 

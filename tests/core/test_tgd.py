@@ -191,19 +191,29 @@ def test_parameters_without_feedback_are_left_alone_without_a_call():
     assert record.status == "no_feedback" and engine.requests == []
 
 
-def test_state_dict_round_trips_values_and_memory():
+def test_state_dict_holds_memory_by_parameter_name_and_not_the_values():
     variable = prompt_with_feedback("v0", "fb")
-    optimizer = tp.TGD([variable], engine=optimizer_engine(
+    optimizer = tp.TGD({"system_prompt": variable}, engine=optimizer_engine(
         "<IMPROVED_VARIABLE>v1</IMPROVED_VARIABLE>"), gradient_memory=3)
-    optimizer.step()
+    [record] = optimizer.step()
     state = optimizer.state_dict()
 
     fresh = tp.Variable("v0", role_description="system prompt")
-    restored = tp.TGD([fresh], engine=ScriptedEngine(), gradient_memory=3)
+    restored = tp.TGD({"system_prompt": fresh}, engine=ScriptedEngine(), gradient_memory=3)
     restored.load_state_dict(state)
 
-    assert state == {"values": ["v1"], "memory": [["fb"]]}
-    assert fresh.value == "v1" and restored.memory == [["fb"]]
+    assert record.name == "system_prompt"
+    assert state == {"state": {"system_prompt": {"memory": ["fb"]}}}
+    assert fresh.value == "v0" and restored.state["system_prompt"]["memory"] == ["fb"]
+
+
+def test_a_list_of_parameters_is_named_by_place_and_stays_a_list():
+    a, b = prompt_with_feedback("a", "x"), prompt_with_feedback("b", "y")
+    optimizer = tp.TGD([a, b], engine=ScriptedEngine())
+    assert list(optimizer.named_parameters) == ["parameter_0", "parameter_1"]
+    assert optimizer.parameters == [a, b]
+    with pytest.raises(ValueError, match="does not have: other"):
+        optimizer.load_state_dict({"state": {"other": {"memory": []}}})
 
 
 def test_zero_grad_clears_every_parameters_feedback():

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from textprop._sync import run_sync
 from textprop.engines.base import Message, Request
 from textprop.errors import EngineReplyError
 from textprop.functions.llm_call import _engine_or_default
@@ -19,13 +18,14 @@ from textprop.variable import Variable
 DEFAULT_TAGS = ("<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>")
 UNCHANGED = "the rewrite repeats the current value"
 UNCHANGED_RETRY_TEMPERATURE = 0.8
+SAMPLE_TEMPERATURE = 0.8
 
 
 @dataclass(frozen=True)
 class UpdateRecord:
     """What one step did to one parameter, and why (kept in `optimizer.history`)."""
 
-    index: int
+    name: str
     role_description: str
     before: str
     after: str
@@ -50,7 +50,8 @@ class TextualGradientDescent(Optimizer):
     parameter keeps its value and the record says why. It never raises for a bad reply.
     """
 
-    def __init__(self, parameters: Iterable[Variable], verbose: int = 0, engine: Any = None,
+    def __init__(self, parameters: Mapping[str, Variable] | Iterable[Variable],
+                 verbose: int = 0, engine: Any = None,
                  constraints: Sequence[str] | None = None,
                  new_variable_tags: Sequence[str] | None = None,
                  optimizer_system_prompt: str | None = None,
@@ -59,6 +60,12 @@ class TextualGradientDescent(Optimizer):
                  structured: bool | None = None, max_tokens: int | None = None,
                  temperature: float = 0.0, seed: int | None = 0) -> None:
         super().__init__(parameters)
+        self._settings = dict(
+            verbose=verbose, engine=engine, constraints=constraints,
+            new_variable_tags=new_variable_tags, optimizer_system_prompt=optimizer_system_prompt,
+            in_context_examples=in_context_examples, gradient_memory=gradient_memory,
+            max_parse_retries=max_parse_retries, structured=structured, max_tokens=max_tokens,
+            temperature=temperature, seed=seed)
         self.engine = _engine_or_default(engine)
         self.verbose = verbose
         self.constraints = list(constraints or [])
@@ -70,8 +77,12 @@ class TextualGradientDescent(Optimizer):
         self.max_parse_retries = max_parse_retries
         self.sampling = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
         self.system_prompt = self._system_prompt(optimizer_system_prompt)
-        self.memory: list[list[str]] = [[] for _ in self.parameters]
+        for state in self.state.values():
+            state["memory"] = []
         self.history: list[UpdateRecord] = []
+
+    def with_parameters(self, parameters: Mapping[str, Variable]) -> TextualGradientDescent:
+        return TextualGradientDescent(parameters, **self._settings)
 
     # --- prompts -------------------------------------------------------------------------
     def _system_prompt(self, custom: str | None) -> str:
@@ -86,13 +97,18 @@ class TextualGradientDescent(Optimizer):
     def constraint_text(self) -> str:
         return "\n".join(f"Constraint {i}: {c}" for i, c in enumerate(self.constraints, 1))
 
-    def update_prompt(self, index: int) -> str:
-        """The user message asking for a rewrite of parameter `index`."""
-        variable = self.parameters[index]
+    def update_prompt(self, name: str, failures: str = "") -> str:
+        """The user message asking for a rewrite of parameter `name`; `failures` (rendered
+        examples the current value got wrong) is shown after the feedback when given."""
+        variable = self.named_parameters[name]
         sections = [render("optimizer_update", variable_role=variable.role_description,
                            variable_value=variable.value,
                            feedback=self._feedback_text(variable))]
-        past = self.memory[index][-self.gradient_memory:] if self.gradient_memory > 0 else []
+        if failures:
+            sections.append(render("optimizer_failures", variable_role=variable.role_description,
+                                   failures=failures))
+        memory = self.state[name]["memory"]
+        past = memory[-self.gradient_memory:] if self.gradient_memory > 0 else []
         if past:
             items = "\n".join(render("optimizer_memory_item", n=n, feedback=f)
                               for n, f in enumerate(past, 1))
@@ -125,37 +141,42 @@ class TextualGradientDescent(Optimizer):
                                     feedback=g.value))
         return "\n".join(parts)
 
-    def update_request(self, index: int) -> Request:
-        return Request.chat(self.update_prompt(index), self.system_prompt, role="optimizer",
-                            json_schema=REWRITE_SCHEMA if self.structured else None,
-                            **self.sampling)
+    def update_request(self, name: str, failures: str = "", sample: int = 0) -> Request:
+        """The rewrite request; `sample` k > 0 asks for the k-th alternative rewrite, sampled
+        at `SAMPLE_TEMPERATURE` with seed + k (a search's extra children)."""
+        sampling = dict(self.sampling)
+        if sample:
+            sampling["temperature"] = max(sampling["temperature"], SAMPLE_TEMPERATURE)
+            sampling["seed"] = (sampling["seed"] or 0) + sample
+        return Request.chat(self.update_prompt(name, failures), self.system_prompt,
+                            role="optimizer",
+                            json_schema=REWRITE_SCHEMA if self.structured else None, **sampling)
 
     # --- the step ------------------------------------------------------------------------
-    def step(self) -> list[UpdateRecord]:
-        return run_sync(self.astep())
-
-    async def astep(self) -> list[UpdateRecord]:
-        """Rewrite every parameter that has feedback (concurrently); apply in order."""
-        records = await asyncio.gather(*(self._update(i) for i in range(len(self.parameters))))
+    async def astep(self, names: Sequence[str] | None = None) -> list[UpdateRecord]:
+        """Rewrite every parameter (or those in `names`) that has feedback, concurrently;
+        apply in order."""
+        chosen = list(self.named_parameters) if names is None else list(names)
+        records = await asyncio.gather(*(self.arewrite(name) for name in chosen))
         for record in records:
-            variable = self.parameters[record.index]
-            variable.set_value(record.after)
+            self.named_parameters[record.name].set_value(record.after)
             if record.feedback:
-                self.memory[record.index].append(record.feedback)
+                self.state[record.name]["memory"].append(record.feedback)
             if self.verbose:
                 print(f"[TGD] {record.role_description}: {record.status}\n{record.after}")
         self.history.extend(records)
         return records
 
-    async def _update(self, index: int) -> UpdateRecord:
-        variable = self.parameters[index]
+    async def arewrite(self, name: str, *, failures: str = "", sample: int = 0) -> UpdateRecord:
+        """One proposed rewrite of parameter `name` from its feedback, not applied."""
+        variable = self.named_parameters[name]
         feedback = variable.get_gradient_text()
-        record = dict(index=index, role_description=variable.role_description,
+        record = dict(name=name, role_description=variable.role_description,
                       before=variable.value, feedback=feedback)
         if not feedback.strip():
             return UpdateRecord(**record, after=variable.value, status="no_feedback",
                                 reason="no feedback reached this parameter", attempts=0)
-        request = self.update_request(index)
+        request = self.update_request(name, failures, sample)
         problem = ""
         for attempt in range(1, self.max_parse_retries + 2):
             value, reply_text, problem = await self._attempt(request, variable.value)
@@ -192,12 +213,13 @@ class TextualGradientDescent(Optimizer):
 
     # --- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "memory": [list(m) for m in self.memory]}
+        return {"state": {name: {"memory": list(s["memory"])}
+                          for name, s in self.state.items()}}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
-        memory = state.get("memory", [[] for _ in self.parameters])
-        self.memory = [list(m) for m in memory]
+        for s in self.state.values():
+            s["memory"] = list(s.get("memory", []))
 
 
 TGD = TextualGradientDescent

@@ -18,7 +18,9 @@ from textprop.engines.stack import build_stack, find_layer
 from textprop.errors import ConfigError
 from textprop.optim.tgd import TextualGradientDescent
 from textprop.train.config import RunConfig
+from textprop.train.events import RunCallback
 from textprop.train.pipeline import DEFAULT_ROLE, PromptPipeline
+from textprop.train.strategies import build_strategy
 from textprop.train.trainer import Trainer, TrainerSettings
 
 
@@ -120,6 +122,7 @@ def build_metric(config: RunConfig, engines: Engines) -> Any:
 def build_trainer(config: RunConfig, run_dir: Path,
                   progress: Callable[[str], None] | None = None,
                   counter: Callable[[str, int, int], None] | None = None,
+                  callbacks: list[RunCallback] | None = None,
                   ) -> tuple[Trainer, Engines]:
     splits = build_splits(config)
     engines = build_engines(config)
@@ -129,7 +132,7 @@ def build_trainer(config: RunConfig, run_dir: Path,
                               template=p.template, max_tokens=p.max_tokens)
     o = config.optimizer
     optimizer = TextualGradientDescent(
-        list(pipeline.parameters().values()), engine=engines.optimizer,
+        pipeline.parameters(), engine=engines.optimizer,
         constraints=o.constraints, in_context_examples=o.in_context_examples,
         gradient_memory=o.gradient_memory, max_parse_retries=o.max_parse_retries,
         max_tokens=o.max_tokens, seed=config.run.seed)
@@ -139,8 +142,15 @@ def build_trainer(config: RunConfig, run_dir: Path,
         acceptance=t.acceptance, alpha=t.alpha, test_every_step=t.test_every_step,
         early_stopping=t.early_stopping, approval=t.approval, seed=config.run.seed,
         condense_batch_feedback=t.condense_batch_feedback,
-        feedback_sentences=o.feedback_sentences, feedback_max_tokens=o.feedback_max_tokens)
+        feedback_sentences=o.feedback_sentences, feedback_max_tokens=o.feedback_max_tokens,
+        max_metric_calls=config.budget.max_metric_calls)
+    s = config.strategy
+    try:
+        strategy = build_strategy(
+            s.kind, **(vars(settings.tgd()) if s.kind == "tgd" else s.options()))
+    except ConfigError as error:
+        raise ConfigError(error.message, source=str(config.source), field=error.field) from None
     trainer = Trainer(pipeline, build_metric(config, engines), optimizer, engines.feedback,
-                      splits, settings, run_dir, meters=engines.meters, progress=progress,
-                      counter=counter)
+                      splits, settings, run_dir, strategy=strategy, meters=engines.meters,
+                      progress=progress, counter=counter, callbacks=callbacks or [])
     return trainer, engines

@@ -6,8 +6,9 @@
     [engines]   default, forward, feedback, optimizer  (specs for textprop.get_engine)
     [optimizer] constraints, gradient_memory, in_context_examples, max_parse_retries, max_tokens
     [trainer]   epochs, batch_size, steps_per_epoch, acceptance, early_stopping, approval, ...
+    [strategy]  kind = "tgd" | "pareto", and the pareto search's settings
     [cache]     enabled, path, replay
-    [budget]    max_calls, max_tokens, max_cost_usd
+    [budget]    max_calls, max_tokens, max_cost_usd, max_metric_calls
 """
 
 from __future__ import annotations
@@ -100,6 +101,31 @@ class TrainerSection(_Section):
     condense_batch_feedback: bool = True
 
 
+class StrategySection(_Section):
+    """How the run searches. `tgd` uses [trainer]'s schedule; `pareto` the fields below
+    (defaults in `textprop.train.strategies.pareto.ParetoSettings`)."""
+
+    kind: Literal["tgd", "pareto"] = "tgd"
+    selection: Literal["pareto", "current_best", "epsilon_greedy"] = "pareto"
+    epsilon: float = Field(0.1, ge=0, le=1)
+    minibatch: int = Field(3, ge=1, le=1000)
+    children: int = Field(1, ge=1, le=16)
+    components: Literal["round_robin", "all"] = "round_robin"
+    gate: Literal["strict", "non_decrease"] = "strict"
+    parallel: int = Field(2, ge=1, le=256)
+    merge: bool = False
+    max_merges: int = Field(5, ge=0, le=1000)
+    merge_subsample: int = Field(5, ge=1, le=10000)
+    holdout: float = Field(0.25, ge=0, lt=1)
+    final_candidates: int = Field(3, ge=1, le=100)
+    max_proposals: int | None = Field(None, ge=1, le=100000)
+    show_failures: bool = True
+    max_failures: int = Field(5, ge=0, le=100)
+
+    def options(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"kind"})
+
+
 class CacheSection(_Section):
     enabled: bool = True
     path: str | None = None
@@ -110,6 +136,7 @@ class BudgetSection(_Section):
     max_calls: int | None = Field(None, ge=1)
     max_tokens: int | None = Field(None, ge=1)
     max_cost_usd: float | None = Field(None, gt=0)
+    max_metric_calls: int | None = Field(None, ge=1)  # pipeline runs, validation included
 
 
 class RunConfig(_Section):
@@ -120,10 +147,19 @@ class RunConfig(_Section):
     engines: EnginesSection = EnginesSection()
     optimizer: OptimizerSection = OptimizerSection()
     trainer: TrainerSection = TrainerSection()
+    strategy: StrategySection = StrategySection()
     cache: CacheSection = CacheSection()
     budget: BudgetSection = BudgetSection()
 
     source: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def bounded_search(self) -> RunConfig:
+        if self.strategy.kind == "pareto" and self.strategy.max_proposals is None \
+                and self.budget.max_metric_calls is None:
+            raise ValueError("the pareto strategy needs a bound: set [budget] "
+                             "max_metric_calls or [strategy] max_proposals")
+        return self
 
     def engine_spec(self, role: Literal["forward", "feedback", "optimizer"]) -> str:
         return getattr(self.engines, role) or self.engines.default

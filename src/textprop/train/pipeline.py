@@ -1,7 +1,8 @@
 """The pipeline a config file describes: one system prompt (the parameter) + a user template.
 
-Python users can pass any object with the same shape to the `Trainer`: `parameters()` and
-`async aforward(example) -> Variable`.
+Python users can pass any object with the same shape to the `Trainer`: `parameters()` (by
+name) and `async aforward(example) -> Variable`. A `clone()` returning an independent copy
+(its own parameter Variables, the same engines) lets a search run candidates side by side.
 """
 
 from __future__ import annotations
@@ -32,7 +33,13 @@ class PromptPipeline:
                  max_tokens: int | None = 512) -> None:
         self.system_prompt = Variable(system_prompt, role_description=role_description)
         self.template = template
+        self.engine, self.max_tokens = engine, max_tokens
         self.call = LLMCall(engine, self.system_prompt, max_tokens=max_tokens)
+
+    def clone(self) -> PromptPipeline:
+        return PromptPipeline(self.engine, self.system_prompt.value,
+                              role_description=self.system_prompt.role_description,
+                              template=self.template, max_tokens=self.max_tokens)
 
     def parameters(self) -> dict[str, Variable]:
         return {"system_prompt": self.system_prompt}

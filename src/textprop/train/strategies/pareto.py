@@ -1,0 +1,495 @@
+"""`pareto`: a candidate pool searched with textual gradients, after GEPA.
+
+Each round starts `parallel` proposals from the pool as it stood at the round's start (so
+the ledger's order does not depend on timing). A mutation runs a training minibatch with its
+parent's values, sends the metric's verdicts backward through the whole pipeline, and asks
+the optimizer for `children` rewrites of the chosen parameters, shown the minibatch's
+failures; each child runs on the same minibatch, and only the best one that beats its
+parent there (the gate) is scored on validation and joins the pool. A merge combines two
+candidates that changed different parameters from a common ancestor, gated on a validation
+subsample. At the end the top `final_candidates` by validation are re-scored on a part of
+validation the search never saw, and the best over all of validation is the final pick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from textprop.data.dataset import Example
+from textprop.errors import ConfigError
+from textprop.ledger import CandidateRow, EvaluationRow, Ledger, Revision, StepRecord
+from textprop.prompts import render
+from textprop.train.context import CURRENT_STEP, Scored
+from textprop.train.pipeline import Pipeline
+from textprop.train.strategies.base import Strategy
+from textprop.train.strategies.merge import Merge, find_merge
+from textprop.train.strategies.pool import Candidate, Pool
+from textprop.train.strategies.selection import selector
+
+FINAL = "final"
+
+
+@dataclass
+class ParetoSettings:
+    selection: Literal["pareto", "current_best", "epsilon_greedy"] = "pareto"
+    epsilon: float = 0.1  # for epsilon_greedy
+    minibatch: int = 3
+    children: int = 1  # rewrites per parent: 0 greedy, k > 0 sampled with seed + k
+    components: Literal["round_robin", "all"] = "round_robin"
+    gate: Literal["strict", "non_decrease"] = "strict"
+    parallel: int = 2  # proposals in flight at once
+    merge: bool = False
+    max_merges: int = 5
+    merge_subsample: int = 5
+    holdout: float = 0.25  # share of validation kept from the search, for the final pick
+    final_candidates: int = 3
+    max_proposals: int | None = None  # besides the budget in metric calls
+    show_failures: bool = True  # the rewrite prompt lists the minibatch's wrong outputs
+    max_failures: int = 5
+
+    def __post_init__(self) -> None:
+        checks = {"minibatch": self.minibatch >= 1, "children": self.children >= 1,
+                  "parallel": self.parallel >= 1, "holdout": 0 <= self.holdout < 1,
+                  "final_candidates": self.final_candidates >= 1,
+                  "merge_subsample": self.merge_subsample >= 1,
+                  "epsilon": 0 <= self.epsilon <= 1}
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"strategy.{name} is out of range: "
+                                  f"{getattr(self, name)!r}", field=f"strategy.{name}")
+
+
+@dataclass
+class _Proposal:
+    """One proposal's first phase: what it made and the child (if any) to validate."""
+
+    record: StepRecord
+    children: list[CandidateRow] = field(default_factory=list)
+    chosen: CandidateRow | None = None
+    known: dict[str, float] = field(default_factory=dict)  # val scores already run (merge)
+    reserved: int = 0
+
+
+class ParetoStrategy(Strategy):
+    kind = "pareto"
+
+    def __init__(self, settings: ParetoSettings | None = None) -> None:
+        self.settings = settings or ParetoSettings()
+        self.pool = Pool()
+        self.lineage: dict[int, list[int]] = {}
+        self.next_id = 1
+        self.merges = 0
+        self.tried_merges: set[tuple[int, int, int]] = set()
+        self.accepted_since_merge = False
+        self.search_done = False
+        self.final_pick: int | None = None
+        self._select = selector(self.settings.selection, self.settings.epsilon)
+
+    @classmethod
+    def from_options(cls, **options: Any) -> ParetoStrategy:
+        return cls(ParetoSettings(**options))
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, **vars(self.settings)}
+
+    @property
+    def best_val(self) -> float:
+        if self.final_pick is not None and self.final_pick in self.pool.members:
+            return self._full_val(self.pool[self.final_pick])
+        return self.pool.best().score if len(self.pool) else 0.0
+
+    def planned_steps(self) -> int | None:
+        return self.settings.max_proposals
+
+    # --- validation parts ----------------------------------------------------------------
+    def bind(self, ctx: Any) -> None:
+        super().bind(ctx)
+        val = list(ctx.splits.val)
+        if self.settings.max_proposals is None and ctx.metric_calls.limit is None:
+            raise ConfigError("the pareto strategy needs a bound: [budget] max_metric_calls "
+                              "or [strategy] max_proposals", field="strategy.max_proposals")
+        n_hold = math.floor(len(val) * self.settings.holdout)
+        order = sorted(val, key=lambda e: e.id)
+        random.Random(f"{ctx.seed}:holdout").shuffle(order)
+        held = {e.id for e in order[:n_hold]} if len(val) - n_hold >= 1 else set()
+        self.search_val = [e for e in val if e.id not in held]
+        self.holdout = [e for e in val if e.id in held]
+        self._holdout_reserve = (self.settings.final_candidates * len(self.holdout))
+        self.holdout_scores: dict[int, dict[str, float]] = {}
+
+    def _full_val(self, candidate: Candidate) -> float:
+        scores = {**candidate.per_example, **self.holdout_scores.get(candidate.id, {})}
+        return sum(scores.values()) / max(len(scores), 1)
+
+    # --- start, restore ------------------------------------------------------------------
+    def start(self, baseline: StepRecord) -> None:
+        val = next(e.per_example for e in baseline.evaluations if e.split == "val")
+        seed = Candidate(0, dict(baseline.values),
+                         {e.id: val[e.id] for e in self.search_val}, [])
+        self.pool.add(seed)
+        self.lineage[0] = []
+        self.holdout_scores[0] = {e.id: val[e.id] for e in self.holdout}
+        baseline.candidates.append(CandidateRow(
+            id=0, step=0, parents=[], origin="seed", values=dict(baseline.values),
+            status="seed", reason="the starting values", val_score=seed.score,
+            val_per_example=seed.per_example))
+        if not self.ctx.metric_calls.reserve(self._holdout_reserve):
+            self._holdout_reserve = 0
+        baseline.search_state = {**baseline.search_state, "holdout": [e.id for e in
+                                                                       self.holdout]}
+
+    def restore(self, ledger: Ledger) -> None:
+        for row in ledger.candidates():
+            self.lineage[row.id] = row.parents
+            self.next_id = max(self.next_id, row.id + 1)
+            if row.status in ("seed", "accepted"):
+                self.pool.add(Candidate(row.id, row.values, row.val_per_example or {},
+                                        row.parents))
+        baseline = ledger.step(0)
+        val = next(e["per_example"] for e in ledger.evaluations(0) if e["split"] == "val")
+        self.holdout_scores[0] = {e.id: val[e.id] for e in self.holdout}
+        steps = ledger.steps()
+        for s in steps:
+            state = s["search_state"]
+            if "merge" in state:
+                self.merges += 1
+                self.tried_merges.add(tuple(state["merge"]))
+            if state.get("accepted_since_merge") is not None:
+                self.accepted_since_merge = state["accepted_since_merge"]
+            if FINAL in state:
+                self.search_done = True
+                self.final_pick = state[FINAL]["pick"]
+                for c in state[FINAL]["candidates"]:
+                    self.holdout_scores[c["id"]] = c["holdout_per_example"]
+        last = steps[-1]
+        self.ctx.metric_calls.used = last["search_state"].get("metric_calls", 0)
+        if not self.search_done:
+            self.ctx.metric_calls.reserve(self._holdout_reserve)
+        if last["status"] == "pending" and FINAL in last["search_state"]:
+            self.ctx.apply(baseline["values"])  # in force until a reviewer decides
+        else:
+            self.ctx.apply(last["values"])
+
+    def settle_approval(self, ledger: Ledger, pending: dict[str, Any], decision: str) -> None:
+        step = pending["step"]
+        if decision == "approved":
+            self.ctx.apply(pending["values"])
+            ledger.update_step_status(step, FINAL, f"{pending['reason']}; approved")
+        else:
+            values = ledger.step(0)["values"]
+            self.final_pick = 0
+            self.ctx.apply(values)
+            ledger.update_step_status(step, "rejected", f"{pending['reason']}; rejected by "
+                                      "a reviewer: the starting values stay", values=values)
+
+    # --- a round -------------------------------------------------------------------------
+    def _proposal_cost(self) -> int:
+        s = self.settings
+        return s.minibatch * (1 + s.children) + len(self.search_val)
+
+    async def next_round(self, step: int) -> list[StepRecord]:
+        if self.search_done:
+            return []
+        s, budget = self.settings, self.ctx.metric_calls
+        slots: list[tuple[int, str, int]] = []  # (step, kind, reserved)
+        merge_first = (s.merge and self.merges < s.max_merges and self.accepted_since_merge
+                       and len(self.pool) >= 3)
+        for slot in range(s.parallel):
+            number = step + slot
+            if s.max_proposals is not None and number > s.max_proposals:
+                break
+            kind = "merge" if merge_first and slot == 0 else "mutation"
+            cost = (s.merge_subsample + len(self.search_val) if kind == "merge"
+                    else self._proposal_cost())
+            if not budget.reserve(cost):
+                break
+            slots.append((number, kind, cost))
+        if not slots:
+            self.status = "budget_spent" if (s.max_proposals is None or step <=
+                                             s.max_proposals) else "finished"
+            return []
+        snapshot = self.pool.copy()
+        merge: Merge | None = None
+        if slots[0][1] == "merge":
+            rng = random.Random(f"{self.ctx.seed}:merge:{slots[0][0]}")
+            merge = find_merge(snapshot, self.lineage, list(snapshot.leaders()),
+                               self.tried_merges, rng)
+            if merge is None:  # nothing to merge: the slot mutates instead
+                budget.release(slots[0][2])
+                if budget.reserve(self._proposal_cost()):
+                    slots[0] = (slots[0][0], "mutation", self._proposal_cost())
+                else:
+                    slots = slots[1:]
+                    if not slots:
+                        self.status = "budget_spent"
+                        return []
+        proposals = await asyncio.gather(*(
+            self._in_step(number, self._merge(number, merge, reserved) if kind == "merge"
+                          else self._mutate(number, snapshot, reserved))
+            for number, kind, reserved in slots))
+        return await self._settle(proposals)
+
+    @staticmethod
+    async def _in_step(step: int, work: Any) -> Any:
+        CURRENT_STEP.set(step)  # a fresh task per proposal: its calls are filed under it
+        return await work
+
+    # --- mutation ------------------------------------------------------------------------
+    def _minibatch(self, step: int) -> tuple[int, list[Example]]:
+        """(epoch, minibatch) for `step`: a seeded stream of epochs over the training set."""
+        train, size = self.ctx.splits.train, self.settings.minibatch
+        per_epoch = max(len(train) // size, 1) if len(train) >= size else 1
+        epoch, index = divmod(step - 1, per_epoch)
+        batches = train.batches(size, seed=self.ctx.seed + epoch)
+        return epoch, list(batches[index % len(batches)])
+
+    def _components(self, step: int) -> list[str]:
+        names = list(self.ctx.parameters)
+        if self.settings.components == "all":
+            return names
+        return [names[(step - 1) % len(names)]]
+
+    def _instance(self, values: dict[str, str]) -> Pipeline:
+        """A copy of the pipeline holding `values`, so proposals can run side by side."""
+        clone = getattr(self.ctx.pipeline, "clone", None)
+        if clone is None:
+            if self.settings.parallel > 1:
+                raise ConfigError("parallel proposals need a pipeline with clone(); set "
+                                  "[strategy] parallel = 1", field="strategy.parallel")
+            pipeline = self.ctx.pipeline
+        else:
+            pipeline = clone()
+        self.ctx.apply(values, pipeline)
+        return pipeline
+
+    async def _mutate(self, step: int, pool: Pool, reserved: int) -> _Proposal:
+        ctx, s = self.ctx, self.settings
+        started = time.time()
+        parent = pool[self._select(pool, random.Random(f"{ctx.seed}:parent:{step}"))]
+        epoch, minibatch = self._minibatch(step)
+        names = self._components(step)
+        pipeline = self._instance(parent.values)
+        optimizer = ctx.optimizer.with_parameters(pipeline.parameters())
+        scored = await ctx.score_all(minibatch, pipeline)
+        before = _total(scored)
+        record = StepRecord(
+            step=step, epoch=epoch, status="skipped", reason="", values={},
+            optimizer_state={}, batch=[e.id for e in minibatch],
+            batch_score=before / len(scored), started_at=started,
+            losses=[x.loss_row() for x in scored],
+            search_state={"parent": parent.id, "components": names})
+        proposal = _Proposal(record, reserved=reserved - len(minibatch))
+        if all(x.score >= 1.0 for x in scored):
+            record.reason = (f"candidate {parent.id} got every minibatch example right: "
+                             "nothing to learn from")
+            return proposal
+        await ctx.backward(scored)
+        failures = _failures(scored, s.max_failures) if s.show_failures else ""
+        rewrites = await asyncio.gather(*(
+            optimizer.arewrite(name, failures=failures, sample=k)
+            for k in range(s.children) for name in names))
+        by_child = [rewrites[k * len(names):(k + 1) * len(names)] for k in range(s.children)]
+        record.revisions = [Revision(u.name, u.role_description, u.before, u.after,
+                                     u.feedback, u.status, u.reason) for u in by_child[0]]
+        feedback = {u.name: u.feedback for u in by_child[0]}
+        seen: list[dict[str, str]] = []
+        pending: list[tuple[CandidateRow, Pipeline]] = []
+        for k, updates in enumerate(by_child):
+            values = {**parent.values, **{u.name: u.after for u in updates}}
+            row = CandidateRow(
+                id=-1, step=step, parents=[parent.id], origin="mutation", values=values,
+                status="", reason="", sample=k, feedback=feedback, minibatch=record.batch,
+                changed=[u.name for u in updates if u.after != u.before],
+                gate_before=before / len(scored))
+            if values == parent.values:
+                row.status, row.reason = "unchanged", "; ".join(
+                    f"{u.name}: {u.reason or u.status}" for u in updates)
+            elif values in seen or pool.holds_values(values) is not None:
+                row.status, row.reason = "duplicate", "the same values as an earlier candidate"
+            else:
+                seen.append(values)
+                pending.append((row, self._instance(values)))
+            proposal.children.append(row)
+            ctx.events.on_candidate_proposed(row)
+        gated = await asyncio.gather(*(ctx.score_all(minibatch, p) for _, p in pending))
+        ctx.metric_calls.release(len(minibatch) * (s.children - len(pending)))
+        proposal.reserved -= len(minibatch) * s.children
+        best: tuple[float, CandidateRow] | None = None
+        for (row, _), child_scored in zip(pending, gated, strict=True):
+            after = _total(child_scored)
+            row.gate_after = after / len(child_scored)
+            passed = after > before if s.gate == "strict" else after >= before
+            row.status = "passed" if passed else "rejected"
+            row.reason = (f"minibatch {before:g} -> {after:g} of {len(minibatch)}: "
+                          f"{'passed' if passed else 'failed'} the {s.gate} gate")
+            ctx.events.on_candidate_gated(row, passed)
+            if passed and (best is None or after > best[0]):
+                best = (after, row)
+        if best is not None:
+            proposal.chosen = best[1]
+            for row, _ in pending:
+                if row.status == "passed" and row is not best[1]:
+                    row.status = "outscored"
+                    row.reason += f"; child {best[1].sample} scored higher"
+        else:
+            record.status = "rejected"
+            record.reason = (f"from candidate {parent.id}: no child beat it on the minibatch"
+                             if pending else f"from candidate {parent.id}: no new values "
+                             "were proposed")
+        return proposal
+
+    # --- merge ---------------------------------------------------------------------------
+    async def _merge(self, step: int, merge: Merge | None, reserved: int) -> _Proposal:
+        assert merge is not None
+        ctx = self.ctx
+        first, second = self.pool[merge.first], self.pool[merge.second]
+        record = StepRecord(step=step, epoch=0, status="rejected", reason="", values={},
+                            optimizer_state={}, started_at=time.time(),
+                            search_state={"merge": [merge.first, merge.second,
+                                                    merge.ancestor]})
+        differ = [e for e in self.search_val
+                  if first.per_example.get(e.id) != second.per_example.get(e.id)]
+        same = [e for e in self.search_val if e not in differ]
+        rng = random.Random(f"{ctx.seed}:subsample:{step}")
+        rng.shuffle(differ)
+        rng.shuffle(same)
+        subsample = (differ + same)[:self.settings.merge_subsample]
+        record.batch = [e.id for e in subsample]
+        pipeline = self._instance(merge.values)
+        scored = await ctx.score_all(subsample, pipeline)
+        ctx.metric_calls.release(self.settings.merge_subsample - len(subsample))
+        after = _total(scored)
+        before = max(sum(c.per_example[e.id] for e in subsample) for c in (first, second))
+        passed = after >= before
+        taken = ", ".join(f"{name} from {i}" for name, i in merge.taken.items())
+        row = CandidateRow(
+            id=-1, step=step, parents=[merge.first, merge.second], origin="merge",
+            values=merge.values, status="passed" if passed else "rejected",
+            reason=(f"merge of {merge.first} and {merge.second} over ancestor "
+                    f"{merge.ancestor} ({taken}): subsample {before:g} -> {after:g} of "
+                    f"{len(subsample)}"),
+            changed=sorted(n for n, i in merge.taken.items()
+                           if merge.values[n] != self.pool[merge.ancestor].values[n]),
+            minibatch=record.batch, gate_before=before / max(len(subsample), 1),
+            gate_after=after / max(len(subsample), 1))
+        record.batch_score = row.gate_after
+        proposal = _Proposal(record, children=[row], chosen=row if passed else None,
+                             known={x.example.id: x.score for x in scored},
+                             reserved=reserved - self.settings.merge_subsample)
+        ctx.events.on_candidate_proposed(row)
+        ctx.events.on_candidate_gated(row, passed)
+        if not passed:
+            record.reason = row.reason + ": worse than its better parent"
+        return proposal
+
+    # --- validation and filing -----------------------------------------------------------
+    async def _validate(self, proposal: _Proposal) -> EvaluationRow | None:
+        row = proposal.chosen
+        if row is None:
+            self.ctx.metric_calls.release(proposal.reserved)
+            return None
+        todo = [e for e in self.search_val if e.id not in proposal.known]
+        scored = await self.ctx.score_all(todo, self._instance(row.values))
+        self.ctx.metric_calls.release(proposal.reserved - len(todo))
+        per_example = {**proposal.known, **{x.example.id: x.score for x in scored}}
+        per_example = {e.id: per_example[e.id] for e in self.search_val}
+        evaluation = EvaluationRow("val", sum(per_example.values()) / max(len(per_example), 1),
+                                   per_example)
+        self.ctx.events.on_evaluation("val", evaluation)
+        return evaluation
+
+    async def _settle(self, proposals: list[_Proposal]) -> list[StepRecord]:
+        evaluations = await asyncio.gather(*(
+            self._in_step(p.record.step, self._validate(p)) for p in proposals))
+        records = []
+        for proposal, evaluation in zip(proposals, evaluations, strict=True):
+            record = proposal.record
+            for row in proposal.children:
+                row.id, self.next_id = self.next_id, self.next_id + 1
+                self.lineage[row.id] = row.parents
+            if evaluation is not None and proposal.chosen is not None:
+                row = proposal.chosen
+                row.status = "accepted"
+                row.val_score, row.val_per_example = evaluation.score, evaluation.per_example
+                row.reason += f"; validation {evaluation.score:.3f}: joined the pool"
+                self.pool.add(Candidate(row.id, row.values, evaluation.per_example,
+                                        row.parents))
+                self.accepted_since_merge = self.accepted_since_merge or row.origin != "merge"
+                record.status, record.val_score = "accepted", evaluation.score
+                record.evaluations.append(evaluation)
+                record.reason = (f"candidate {row.id} from {row.parents}: "
+                                 f"{row.reason}")
+                self.ctx.events.on_candidate_accepted(row)
+            elif record.status == "skipped" and not record.reason:
+                record.status = "rejected"
+            if "merge" in record.search_state:
+                self.merges += 1
+                self.tried_merges.add(tuple(record.search_state["merge"]))
+                self.accepted_since_merge = False
+            best = self.pool.best()
+            record.values, record.best_val_score = dict(best.values), best.score
+            record.candidates = sorted(proposal.children, key=lambda c: c.id)
+            records.append(record)
+        self.ctx.apply(self.pool.best().values)
+        for record in records:
+            record.search_state.update(metric_calls=self.ctx.metric_calls.used,
+                                       accepted_since_merge=self.accepted_since_merge)
+            record.calls = self.ctx.take_calls(record.step)
+        return records
+
+    # --- the final pick ------------------------------------------------------------------
+    async def finish(self, step: int) -> StepRecord | None:
+        if self.search_done:
+            return None
+        self.search_done = True
+        ctx = self.ctx
+        CURRENT_STEP.set(step)
+        top = self.pool.ranked()[:self.settings.final_candidates]
+        todo = [c for c in top if c.id not in self.holdout_scores]
+        ctx.metric_calls.release(self._holdout_reserve)
+        scored = await asyncio.gather(*(
+            ctx.score_all(self.holdout, self._instance(c.values)) for c in todo))
+        for c, rows in zip(todo, scored, strict=True):
+            self.holdout_scores[c.id] = {x.example.id: x.score for x in rows}
+        pick = max(top, key=lambda c: (self._full_val(c), c.score, -c.id))
+        self.final_pick = pick.id
+        summary = [{"id": c.id, "search_val": c.score,
+                    "holdout": _mean(self.holdout_scores[c.id]),
+                    "full_val": self._full_val(c),
+                    "holdout_per_example": self.holdout_scores[c.id]} for c in top]
+        rule = (f"the best of the top {len(top)} by validation over all "
+                f"{len(self.search_val) + len(self.holdout)} validation examples, "
+                f"{len(self.holdout)} of them held back from the search")
+        full = {**pick.per_example, **self.holdout_scores[pick.id]}
+        record = StepRecord(
+            step=step, epoch=0, status="pending" if ctx.approval else FINAL,
+            reason=f"candidate {pick.id} (validation {self._full_val(pick):.3f}): {rule}",
+            values=dict(pick.values), optimizer_state={}, val_score=self._full_val(pick),
+            best_val_score=self._full_val(pick),
+            evaluations=[EvaluationRow("val", _mean(full), full)],
+            search_state={FINAL: {"pick": pick.id, "rule": rule, "candidates": summary},
+                          "metric_calls": ctx.metric_calls.used})
+        # With approval the starting values stay in force until a reviewer approves.
+        ctx.apply(self.pool[0].values if ctx.approval else pick.values)
+        record.calls = ctx.take_calls(step)
+        return record
+
+
+def _total(scored: list[Scored]) -> float:
+    return sum(x.score for x in scored)
+
+
+def _mean(scores: dict[str, float]) -> float | None:
+    return sum(scores.values()) / len(scores) if scores else None
+
+
+def _failures(scored: list[Scored], limit: int) -> str:
+    wrong = [x for x in scored if x.score < 1.0][:limit]
+    return "\n".join(render("optimizer_failure_item", input=x.example.input,
+                            output=x.prediction.value, expected=x.example.target,
+                            explanation=x.explanation) for x in wrong)
