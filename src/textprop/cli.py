@@ -60,12 +60,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["train", "val", "test"], default="test")
     p.add_argument("--no-cache", action="store_true")
 
-    p = command("history", _history, "list a run's steps")
+    p = command("history", _history, "list a run's steps (or a search's candidates)")
     p.add_argument("run", type=Path)
+    p.add_argument("--candidates", action="store_true",
+                   help="list the candidates of a pareto search instead of the steps")
     p = command("diff", _diff, "show how the prompts changed between two steps")
     p.add_argument("run", type=Path)
-    p.add_argument("a", type=int)
-    p.add_argument("b", type=int)
+    p.add_argument("a", type=int, help="step number (or candidate id with --candidates)")
+    p.add_argument("b", type=int, help="step number (or candidate id with --candidates)")
+    p.add_argument("--candidates", action="store_true",
+                   help="A and B are candidate ids of a pareto search")
     p = command("export", _export, "write a run's final prompts as text and JSON")
     p.add_argument("run", type=Path)
     p.add_argument("--out", type=Path, help="folder (default: RUN/export)")
@@ -249,6 +253,8 @@ def _fmt(x: float | None) -> str:
 
 
 def _history(args: argparse.Namespace) -> int:
+    if args.candidates:
+        return _candidates(args)
     steps = _ledger(args.run).steps()
     if args.json:
         print(json.dumps(steps, indent=2))
@@ -262,27 +268,51 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _candidates(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    rows = _ledger(args.run).candidates()
+    if args.json:
+        print(json.dumps([asdict(c) for c in rows], indent=2))
+        return 0
+    print(f"{'id':>4}  {'step':>4}  {'parents':<7}  {'origin':<8}  {'status':<9}  "
+          f"{'gate':>11}  {'val':>6}  changed")
+    for c in rows:
+        gate = ("-" if c.gate_after is None
+                else f"{_fmt(c.gate_before)}>{_fmt(c.gate_after)}")
+        print(f"{c.id:>4}  {c.step:>4}  {','.join(map(str, c.parents)) or '-':<7}  "
+              f"{c.origin:<8}  {c.status:<9}  {gate:>11}  {_fmt(c.val_score):>6}  "
+              f"{', '.join(c.changed) or '-'}")
+    return 0
+
+
 def _diff(args: argparse.Namespace) -> int:
     import difflib
 
-    ledger = _ledger(args.run)
-    a, b = ledger.step(args.a), ledger.step(args.b)
-    if a is None or b is None:
-        from textprop.errors import ConfigError
+    from textprop.errors import ConfigError
 
-        raise ConfigError(f"no step {args.a if a is None else args.b} in this run",
+    ledger = _ledger(args.run)
+    if args.candidates:
+        by_id = {c.id: c.values for c in ledger.candidates()}
+        a, b = by_id.get(args.a), by_id.get(args.b)
+        what = "candidate"
+    else:
+        a, b = (None if s is None else s["values"] for s in (ledger.step(args.a),
+                                                             ledger.step(args.b)))
+        what = "step"
+    if a is None or b is None:
+        raise ConfigError(f"no {what} {args.a if a is None else args.b} in this run",
                           source=str(args.run))
     out = {}
-    for name in a["values"]:
+    for name in a:
         out[name] = "".join(difflib.unified_diff(
-            a["values"][name].splitlines(keepends=True),
-            b["values"][name].splitlines(keepends=True),
+            a[name].splitlines(keepends=True), b[name].splitlines(keepends=True),
             fromfile=f"{name}@{args.a}", tofile=f"{name}@{args.b}"))
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         for name, text in out.items():
-            print(text or f"{name}: no change between steps {args.a} and {args.b}")
+            print(text or f"{name}: no change between {what}s {args.a} and {args.b}")
     return 0
 
 

@@ -81,7 +81,6 @@ class Trainer:
         self.feedback_engine, self.splits, self.settings = feedback_engine, splits, settings
         self.strategy = strategy or TGDStrategy(settings.tgd())
         self.run_dir = Path(run_dir)
-        self.ledger = Ledger.in_run(self.run_dir)
         self.parameters = pipeline.parameters()
         self.events = Events([FunctionCallbacks(progress, counter), *callbacks])
         self._calls: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -95,6 +94,7 @@ class Trainer:
                                       settings.feedback_max_tokens),
             approval=settings.approval, run_dir=self.run_dir, take_calls=self._take_calls)
         self.strategy.bind(self.context)
+        self.ledger = Ledger.in_run(self.run_dir)  # after every check that can fail
 
     def _on_call(self, record: Any) -> None:
         call = record.to_dict() if hasattr(record, "to_dict") else dict(record)
@@ -121,7 +121,13 @@ class Trainer:
             raise FileExistsError(f"{self.run_dir} already holds a run; resume it with "
                                   "--resume or choose another run folder")
         if last is None:
-            self.strategy.start(await self._baseline())
+            baseline = await self._baseline()
+            self.strategy.start(baseline)  # may add its own state (e.g. the seed candidate)
+            self.ledger.set_meta(strategy=self.strategy.describe())
+            self.ledger.record_step(baseline)
+            self.events.on_message(f"baseline: validation {baseline.val_score:.3f}" + (
+                f", test {baseline.test_score:.3f}" if baseline.test_score is not None
+                else ""))
             step = 1
         else:
             self.strategy.restore(self.ledger)
@@ -185,10 +191,6 @@ class Trainer:
             test_score=test.score if test else None,
             evaluations=[val] + ([test] if test else []), calls=self._take_calls(0),
             search_state={"metric_calls": self.context.metric_calls.used})
-        self.ledger.set_meta(strategy=self.strategy.describe())
-        self.ledger.record_step(record)
-        self.events.on_message(f"baseline: validation {val.score:.3f}"
-                               + (f", test {test.score:.3f}" if test else ""))
         return record
 
     def _report_budget(self) -> None:

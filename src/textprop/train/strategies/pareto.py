@@ -404,6 +404,17 @@ class ParetoStrategy(Strategy):
         return evaluation
 
     async def _settle(self, proposals: list[_Proposal]) -> list[StepRecord]:
+        chosen: list[dict[str, str]] = []
+        for proposal in proposals:  # proposals side by side may find the same rewrite
+            row = proposal.chosen
+            if row is not None and row.values in chosen:
+                row.status, row.reason = "duplicate", (row.reason + "; the same values as "
+                                                       "an earlier proposal of this round")
+                proposal.chosen = None
+                proposal.record.status = "rejected"
+                proposal.record.reason = "its child repeats an earlier proposal of the round"
+            elif row is not None:
+                chosen.append(row.values)
         evaluations = await asyncio.gather(*(
             self._in_step(p.record.step, self._validate(p)) for p in proposals))
         records = []

@@ -1,0 +1,111 @@
+"""`textprop optimize` with `[strategy] kind = "pareto"` against the OpenAI-compatible test
+server, which sees every request actually sent: the gate, the CLI's readers, and a search
+killed with SIGKILL that resumes into the ledger of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from textprop.cli import main
+from textprop.ledger import Ledger
+from textprop.testing.server import TestServer
+
+from .fake_pipeline import IMPROVED, reply, server_reply, write_run_config
+from .test_resume_after_kill import kill_mid_request, optimize
+
+VAL = [(2, 2), (4, 6), (6, 1), (3, 3)]  # none of them in train
+VAL_QUESTIONS = {f"What is {a} + {b}?" for a, b in VAL}
+
+
+def pareto_config(tmp_path: Path, base_url: str, **strategy: object) -> Path:
+    return Path(write_run_config(
+        tmp_path, engine=f"openai-compatible:fake@{base_url}",
+        train=[(i, i + 1) for i in range(8)], val=VAL, test=[(9, 9), (1, 1)],
+        run={"name": "search", "dir": str(tmp_path / "runs")}, engines={"concurrency": 4},
+        strategy={"kind": "pareto", "minibatch": 2, "holdout": 0.25, **strategy}))
+
+
+def last_user(body: dict) -> str:
+    return next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
+
+
+def polite_rewrites(body: dict) -> str:
+    """The optimizer only ever proposes a prompt that still gets every answer wrong."""
+    system = next((m["content"] for m in body["messages"] if m["role"] == "system"), "")
+    if "optimization system that improves text" in system:
+        return json.dumps({"improved_variable": "Be polite."}) if "response_format" in body \
+            else "<IMPROVED_VARIABLE>Be polite.</IMPROVED_VARIABLE>"
+    return reply(system, last_user(body), "response_format" in body)
+
+
+def test_children_that_fail_the_gate_send_no_validation_request(tmp_path, capsys):
+    with TestServer(reply=polite_rewrites) as server:
+        config = pareto_config(tmp_path, server.base_url, max_proposals=3, parallel=1)
+        code = main(["optimize", str(config), "--json"])
+        bodies = [r.body for r in server.requests if r.path.endswith("/chat/completions")]
+
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    summary = json.loads(out)
+    run = Path(summary["run"])
+    statuses = [c.status for c in Ledger.in_run(run).candidates()]
+    assert statuses == ["seed", "rejected", "rejected", "rejected"]
+    val_runs = [b for b in bodies if last_user(b) in VAL_QUESTIONS]
+    assert len(val_runs) == len(VAL)  # the baseline's, and no other
+    assert summary["values"] == {"system_prompt": "You are a helpful assistant."}
+
+
+def test_history_and_diff_read_a_search(tmp_path, capsys):
+    with TestServer(reply=server_reply) as server:
+        config = pareto_config(tmp_path, server.base_url, max_proposals=2, parallel=2)
+        assert main(["optimize", str(config), "--quiet"]) == 0
+    run = next((tmp_path / "runs").iterdir())
+    capsys.readouterr()
+
+    assert main(["history", str(run), "--candidates"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["id", "step", "parents", "origin"]
+    assert lines[1].split()[:5] == ["0", "0", "-", "seed", "seed"]
+    assert lines[2].split()[:5] == ["1", "1", "0", "mutation", "accepted"]
+
+    assert main(["diff", str(run), "0", "1", "--candidates"]) == 0
+    diff = capsys.readouterr().out
+    assert "-You are a helpful assistant." in diff and f"+{IMPROVED}" in diff
+
+
+def comparable(run_dir: Path) -> dict[str, object]:
+    """Everything a ledger records but the clock and the cache hits."""
+    ledger = Ledger.in_run(run_dir)
+    steps = [{k: v for k, v in s.items() if k not in ("started_at", "finished_at")}
+             for s in ledger.steps()]
+    return {"steps": steps, "candidates": ledger.candidates(), "revisions": ledger.revisions(),
+            "losses": ledger.losses(), "evaluations": ledger.evaluations(),
+            "final": ledger.meta()["final"]}
+
+
+def test_sigkill_mid_search_then_resume_equals_an_uninterrupted_run(tmp_path):
+    with TestServer(latency=0.15, reply=server_reply) as server:
+        whole = tmp_path / "whole"
+        whole.mkdir()
+        config = pareto_config(whole, server.base_url, max_proposals=6, parallel=2)
+        uninterrupted = optimize(config, whole / "run")
+        assert uninterrupted.wait(timeout=120) == 0, uninterrupted.stderr.read()
+        server.reset()
+
+        cut = tmp_path / "cut"
+        cut.mkdir()
+        config = pareto_config(cut, server.base_url, max_proposals=6, parallel=2)
+        first = optimize(config, cut / "run")
+        kill_mid_request(first, server, cut / "run", after_steps=3)  # baseline + 1 round
+        in_flight_at_kill = {json.dumps(r.body, sort_keys=True) for r in server.requests
+                             if r.ended is None}
+        second = optimize(config, cut / "run", "--resume")
+        out, err = second.communicate(timeout=120)
+
+    assert second.returncode == 0, err
+    assert comparable(cut / "run") == comparable(whole / "run")
+    sent = Counter(json.dumps(r.body, sort_keys=True) for r in server.requests
+                   if r.path.endswith("/chat/completions"))
+    assert {body for body, n in sent.items() if n > 1} <= in_flight_at_kill

@@ -1,0 +1,308 @@
+"""The pareto strategy: pool and front, parent selection, the gate, merge, the metric-call
+budget, the final pick, and the exact prompts of one mutation of a two-step pipeline."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from textprop.data.dataset import Dataset, Example, Splits
+from textprop.engines.scripted import ScriptedEngine
+from textprop.errors import ConfigError
+from textprop.ledger import Ledger
+from textprop.metrics import get_metric
+from textprop.optim import TGD
+from textprop.train.strategies import ParetoSettings, ParetoStrategy
+from textprop.train.strategies.merge import combine, find_merge
+from textprop.train.strategies.pool import Candidate, Pool
+from textprop.train.strategies.selection import current_best, epsilon_greedy, pareto
+from textprop.train.trainer import Trainer, TrainerSettings
+
+from .two_step import TwoStepPipeline
+
+
+def pool_of(**scores: list[float]) -> Pool:
+    """Candidates 0, 1, ... in keyword order, scored on examples e0, e1, ..."""
+    return Pool(Candidate(i, {"p": name}, {f"e{j}": s for j, s in enumerate(row)})
+                for i, (name, row) in enumerate(scores.items()))
+
+
+# --- the front and parent selection ---------------------------------------------------------
+def test_the_front_holds_every_best_candidate_per_example_and_drops_the_dominated():
+    pool = pool_of(seed=[0, 0, 0, 0], a=[1, 1, 0, 0], b=[0, 1, 1, 0], c=[0, 1, 0, 0])
+
+    assert pool.front() == {"e0": [1], "e1": [1, 2, 3], "e2": [2], "e3": [0, 1, 2, 3]}
+    # c is best only where a or b are too; the seed only where everyone ties
+    assert pool.leaders() == {1: 3, 2: 3}
+
+
+def test_pareto_selection_samples_front_candidates_by_the_examples_they_lead():
+    pool = pool_of(seed=[0, 0, 0, 0, 0], a=[1, 1, 1, 0, 0], b=[0, 0, 0, 1, 0])
+    rng = random.Random(7)
+
+    picks = [pareto(pool, rng) for _ in range(12)]
+
+    # e4, where all tie at 0, counts for both survivors; the seed is dominated everywhere
+    assert pool.leaders() == {1: 4, 2: 2}
+    assert picks == [1, 1, 1, 2, 1, 1, 2, 1, 1, 2, 1, 2]
+    assert 0 not in picks
+
+
+def test_current_best_and_epsilon_greedy_selection():
+    pool = pool_of(seed=[0, 0], a=[1, 0], b=[1, 1])
+    assert current_best(pool, random.Random(0)) == 2
+    picks = [epsilon_greedy(0.5)(pool, random.Random(s)) for s in range(8)]
+    assert picks == [2, 0, 2, 2, 0, 2, 2, 0]  # a random member when rng < 0.5
+    assert [epsilon_greedy(0.0)(pool, random.Random(s)) for s in range(4)] == [2, 2, 2, 2]
+
+
+# --- merge -----------------------------------------------------------------------------------
+def test_merge_takes_from_each_parent_the_parameter_it_changed():
+    pool = Pool([
+        Candidate(0, {"plan": "P0", "answer": "A0"}, {"e0": 0, "e1": 0}),
+        Candidate(1, {"plan": "P1", "answer": "A0"}, {"e0": 1, "e1": 0}, [0]),
+        Candidate(2, {"plan": "P0", "answer": "A2"}, {"e0": 0, "e1": 1}, [0]),
+    ])
+    merge = combine(pool, 1, 2, 0)
+    assert merge.values == {"plan": "P1", "answer": "A2"}
+    assert merge.taken == {"plan": 1, "answer": 2}
+
+
+def test_merge_needs_one_sided_changes_and_a_common_ancestor():
+    pool = Pool([
+        Candidate(0, {"plan": "P0", "answer": "A0"}, {"e0": 0}),
+        Candidate(1, {"plan": "P1", "answer": "A1"}, {"e0": 1}, [0]),
+        Candidate(2, {"plan": "P2", "answer": "A2"}, {"e0": 1}, [0]),
+    ])
+    assert combine(pool, 1, 2, 0) is None  # both changed everything: nothing to combine
+    lineage = {0: [], 1: [0], 2: [1]}  # 2 descends from 1: not a merge
+    assert find_merge(pool, lineage, [1, 2], set(), random.Random(0)) is None
+
+
+# --- runs on a scripted engine ---------------------------------------------------------------
+def dataset(name: str, pairs: list[tuple[int, int]]) -> Dataset:
+    return Dataset([Example(f"{name}-{i}", f"What is {a} + {b}?", str(a + b))
+                    for i, (a, b) in enumerate(pairs)], name)
+
+
+LISTED = "List the numbers to add."
+SUM_ONLY = "Add the listed numbers; reply with the sum only."
+
+
+def arithmetic_engine(*, plan_rewrite: str = LISTED, answer_rewrite: str = SUM_ONLY
+                      ) -> ScriptedEngine:
+    """Right answers only once the plan lists the numbers and the answer step adds them."""
+    engine = ScriptedEngine()
+    engine.on(lambda r: r.role == "optimizer" and "planning step</ROLE>" in r.prompt,
+              f"<IMPROVED_VARIABLE>{plan_rewrite}</IMPROVED_VARIABLE>")
+    engine.on(lambda r: r.role == "optimizer",
+              f"<IMPROVED_VARIABLE>{answer_rewrite}</IMPROVED_VARIABLE>")
+    engine.on(lambda r: r.role == "backward", "Say the sum as a number.")
+    engine.on(lambda r: r.system_prompt == LISTED,
+              lambda r: "numbers: " + r.prompt.removeprefix("What is ").removesuffix("?"))
+    engine.on(lambda r: r.system_prompt == SUM_ONLY and r.prompt.startswith("numbers:"),
+              lambda r: str(sum(int(x) for x in r.prompt.removeprefix("numbers: ")
+                                .split(" + "))))
+    engine.on(lambda r: r.system_prompt == "Make a plan.", "Plan: think.")
+    engine.on(lambda r: r.role == "forward", "I do not know.")
+    return engine
+
+
+def two_step_run(tmp_path: Path, engine: ScriptedEngine, *, train, val, test=(),
+                 max_metric_calls: int | None = None, approval: bool = False,
+                 **settings) -> tuple[Trainer, Path]:
+    pipeline = TwoStepPipeline(engine, "Make a plan.", "Answer.")
+    splits = Splits(dataset("train", train), dataset("val", val), dataset("test", list(test)))
+    run_dir = tmp_path / "run"
+    trainer = Trainer(pipeline, get_metric("numeric"), TGD(pipeline.parameters(), engine=engine),
+                      engine, splits, TrainerSettings(max_metric_calls=max_metric_calls,
+                                                      approval=approval),
+                      run_dir, strategy=ParetoStrategy(ParetoSettings(**settings)))
+    return trainer, run_dir
+
+
+PLAN_UPDATE_PROMPT = """\
+Here is the role of the variable you will improve: <ROLE>system prompt of the planning step</ROLE>.
+
+The variable is the text within the following span: <VARIABLE> Make a plan. </VARIABLE>
+
+Here is the context and feedback we got for the variable:
+
+<CONTEXT>Here is a conversation:
+
+<CONVERSATION><LM_SYSTEM_PROMPT> Make a plan. </LM_SYSTEM_PROMPT>
+
+<LM_INPUT> What is 1 + 2? </LM_INPUT>
+
+<LM_OUTPUT> Plan: think. </LM_OUTPUT>
+
+<LM_SYSTEM_PROMPT> Make a plan. </LM_SYSTEM_PROMPT>
+
+<LM_INPUT> What is 5 + 6? </LM_INPUT>
+
+<LM_OUTPUT> Plan: think. </LM_OUTPUT></CONVERSATION>
+
+What was wrong with the output, according to the evaluation downstream:
+
+<OUTPUT_FEEDBACK>Say the sum as a number.
+Say the sum as a number.</OUTPUT_FEEDBACK>
+
+This conversation is potentially part of a larger system. The output is used as plan for \
+answering the question
+
+Here is the feedback we got for system prompt of the planning step in the conversation:
+
+<FEEDBACK>Say the sum as a number.</FEEDBACK></CONTEXT>
+
+Improve the variable (system prompt of the planning step) using the feedback provided in \
+<FEEDBACK> tags.
+
+Here are examples from the batch that went wrong with the current system prompt of the \
+planning step: the input, the output it led to, what was expected, and why the output was \
+judged wrong. The improved variable should fix these cases without naming them:
+
+<FAILURES>
+<EXAMPLE>
+Input: What is 1 + 2?
+Output: I do not know.
+Expected: 3
+Why it is wrong: expected 3, but the prediction contains no number
+</EXAMPLE>
+<EXAMPLE>
+Input: What is 5 + 6?
+Output: I do not know.
+Expected: 11
+Why it is wrong: expected 11, but the prediction contains no number
+</EXAMPLE>
+</FAILURES>
+
+Send the improved variable in the following format:
+
+<IMPROVED_VARIABLE>{the improved variable}</IMPROVED_VARIABLE>
+
+Send ONLY the improved variable between the <IMPROVED_VARIABLE> tags, and nothing else."""
+
+
+def test_one_mutation_of_a_two_step_pipeline_sends_feedback_to_both_prompts(tmp_path):
+    engine = arithmetic_engine()
+    trainer, run_dir = two_step_run(tmp_path, engine, train=[(1, 2), (3, 4), (5, 6)],
+                                    val=[(2, 2), (4, 4)], minibatch=2, components="all",
+                                    parallel=1, max_proposals=1, holdout=0)
+
+    result = trainer.run()
+
+    backward = [r for r in engine.requests if r.role == "backward"]
+    targets = [r.prompt.split("</ROLE>")[0].split("<ROLE>")[1].strip() for r in backward]
+    # per example: the answer step's prompt and its input (the plan); condensed; then the
+    # planning step's prompt from the feedback on its output, per example, condensed
+    assert targets == ["system prompt of the answering step", "plan for answering the question",
+                       "system prompt of the answering step", "plan for answering the question",
+                       "system prompt of the answering step",
+                       "system prompt of the planning step", "system prompt of the planning step",
+                       "system prompt of the planning step"]
+    assert "expected 3, but the prediction contains no number" in backward[0].prompt
+    assert "<LM_INPUT> What is 1 + 2? </LM_INPUT>" in backward[5].prompt
+    assert "following feedback on the output of this step: Say the sum as a number." \
+        in backward[5].prompt
+    updates = engine.prompts("optimizer")  # both rewrites are asked side by side
+    [plan_update] = [u for u in updates if "planning step</ROLE>" in u]
+    [answer_update] = [u for u in updates if u is not plan_update]
+    assert plan_update == PLAN_UPDATE_PROMPT
+    assert "<ROLE>system prompt of the answering step</ROLE>" in answer_update
+    assert result.values == {"plan": LISTED, "answer": SUM_ONLY}
+    [seed, child] = Ledger.in_run(run_dir).candidates()
+    assert (child.origin, child.parents, child.status) == ("mutation", [0], "accepted")
+    assert child.changed == ["plan", "answer"]
+    assert (child.gate_before, child.gate_after, child.val_score) == (0.0, 1.0, 1.0)
+
+
+def test_a_child_that_fails_the_gate_costs_no_validation_call(tmp_path):
+    engine = arithmetic_engine(answer_rewrite="Answer politely.")  # still no number
+    trainer, run_dir = two_step_run(tmp_path, engine, train=[(1, 2), (3, 4)],
+                                    val=[(2, 2), (4, 4), (6, 6)], minibatch=2,
+                                    components="round_robin", parallel=1, max_proposals=2,
+                                    holdout=0)
+
+    trainer.run()
+
+    ledger = Ledger.in_run(run_dir)
+    steps = {s["step"]: s for s in ledger.steps()}
+    candidates = ledger.candidates()
+    # step 1 rewrites the plan (round robin) and passes; step 2 rewrites the answer, fails
+    assert [(c.id, c.changed, c.status) for c in candidates] == [
+        (0, [], "seed"), (1, ["plan"], "rejected"), (2, ["answer"], "rejected")]
+    assert steps[1]["status"] == steps[2]["status"] == "rejected"
+    val_questions = {f"What is {a} + {b}?" for a, b in [(2, 2), (4, 4), (6, 6)]}
+    asked = [r.prompt for r in engine.requests if r.role == "forward"
+             and r.prompt in val_questions]
+    assert len(asked) == 3  # the baseline's validation only
+    assert ledger.evaluations(1) == [] and ledger.evaluations(2) == []
+
+
+def test_max_metric_calls_stops_the_search_exactly(tmp_path):
+    engine = arithmetic_engine(answer_rewrite="Answer politely.")
+    # per proposal at most 2 (parent) + 2 (child) + 3 (validation) = 7; baseline 3
+    trainer, run_dir = two_step_run(tmp_path, engine, train=[(1, 2), (3, 4), (5, 6), (7, 8)],
+                                    val=[(2, 2), (4, 4), (6, 6)], minibatch=2, parallel=1,
+                                    holdout=0, max_metric_calls=3 + 4 * 4 + 3)
+
+    result = trainer.run()
+
+    planning_calls = [r for r in engine.requests if r.role == "forward"
+                      and r.prompt.startswith("What is")]
+    steps = Ledger.in_run(run_dir).steps()
+    # every gate fails (4 runs each); four proposals fit, a fifth could not be validated
+    assert [s["status"] for s in steps] == ["baseline"] + ["rejected"] * 4 + ["final"]
+    assert result.status == "budget_spent"
+    assert result.metric_calls == 3 + 4 * 4 == len(planning_calls)
+    assert Ledger.in_run(run_dir).meta()["final"]["metric_calls"] == 19
+
+
+def test_the_final_pick_is_rescored_on_validation_the_search_never_saw(tmp_path):
+    engine = arithmetic_engine()
+    trainer, run_dir = two_step_run(tmp_path, engine, train=[(1, 2), (3, 4)],
+                                    val=[(2, 2), (4, 4), (6, 6), (1, 1)], minibatch=2,
+                                    components="all", parallel=1, max_proposals=1,
+                                    holdout=0.5, final_candidates=2)
+
+    result = trainer.run()
+
+    ledger = Ledger.in_run(run_dir)
+    final = ledger.steps()[-1]
+    summary = final["search_state"]["final"]
+    assert final["status"] == "final" and summary["pick"] == 1
+    assert [c["id"] for c in summary["candidates"]] == [1, 0]
+    assert [len(c["holdout_per_example"]) for c in summary["candidates"]] == [2, 2]
+    assert [c["full_val"] for c in summary["candidates"]] == [1.0, 0.0]
+    assert "2 of them held back from the search" in final["reason"]
+    assert len(ledger.candidates()[1].val_per_example) == 2  # the search's half only
+    assert result.best_val == 1.0 and result.values["answer"] == SUM_ONLY
+
+
+def test_approval_holds_the_final_pick_until_a_reviewer_decides(tmp_path):
+    engine = arithmetic_engine()
+    trainer, run_dir = two_step_run(tmp_path, engine, train=[(1, 2), (3, 4)],
+                                    val=[(2, 2), (4, 4)], minibatch=2, components="all",
+                                    parallel=1, max_proposals=1, holdout=0, approval=True)
+
+    waiting = trainer.run()
+    assert waiting.status == "awaiting_approval"
+    assert waiting.values == {"plan": "Make a plan.", "answer": "Answer."}
+    Ledger.in_run(run_dir).decide(2, "approved")
+
+    resumed, _ = two_step_run(tmp_path, engine, train=[(1, 2), (3, 4)], val=[(2, 2), (4, 4)],
+                              minibatch=2, components="all", parallel=1, max_proposals=1,
+                              holdout=0, approval=True)
+    result = resumed.run(resume=True)
+
+    assert result.status == "finished" and result.values == {"plan": LISTED, "answer": SUM_ONLY}
+    assert Ledger.in_run(run_dir).step(2)["status"] == "final"
+
+
+def test_the_search_must_be_bounded_and_an_unbounded_one_leaves_no_run_folder(tmp_path):
+    engine = ScriptedEngine(default="x")
+    with pytest.raises(ConfigError, match="needs a bound"):
+        two_step_run(tmp_path, engine, train=[(1, 1)], val=[(1, 1)])
+    assert not (tmp_path / "run").exists()
