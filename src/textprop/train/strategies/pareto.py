@@ -228,11 +228,17 @@ class ParetoStrategy(Strategy):
                     if not slots:
                         self.status = "budget_spent"
                         return []
-        proposals = await asyncio.gather(*(
-            self._in_step(number, self._merge(number, merge, reserved) if kind == "merge"
-                          else self._mutate(number, snapshot, reserved))
-            for number, kind, reserved in slots))
-        return await self._settle(proposals)
+        first_phase = [asyncio.ensure_future(self._in_step(
+            number, self._merge(number, merge, reserved) if kind == "merge"
+            else self._mutate(number, snapshot, reserved))) for number, kind, reserved in slots]
+        try:
+            done = await asyncio.gather(*(
+                self._in_step(number, self._dedupe_then_validate(first_phase, i))
+                for i, (number, _, _) in enumerate(slots)))
+        finally:
+            for task in first_phase:
+                task.cancel()
+        return self._file([p for p, _ in done], [e for _, e in done])
 
     @staticmethod
     async def _in_step(step: int, work: Any) -> Any:
@@ -403,20 +409,24 @@ class ParetoStrategy(Strategy):
         self.ctx.events.on_evaluation("val", evaluation)
         return evaluation
 
-    async def _settle(self, proposals: list[_Proposal]) -> list[StepRecord]:
-        chosen: list[dict[str, str]] = []
-        for proposal in proposals:  # proposals side by side may find the same rewrite
-            row = proposal.chosen
-            if row is not None and row.values in chosen:
-                row.status, row.reason = "duplicate", (row.reason + "; the same values as "
-                                                       "an earlier proposal of this round")
-                proposal.chosen = None
-                proposal.record.status = "rejected"
-                proposal.record.reason = "its child repeats an earlier proposal of the round"
-            elif row is not None:
-                chosen.append(row.values)
-        evaluations = await asyncio.gather(*(
-            self._in_step(p.record.step, self._validate(p)) for p in proposals))
+    async def _dedupe_then_validate(self, first_phase: list[asyncio.Future[_Proposal]],
+                                    index: int) -> tuple[_Proposal, EvaluationRow | None]:
+        """Validate proposal `index` as soon as it and the proposals before it have made
+        their children: proposals side by side may find the same rewrite, and only the
+        first of them is validated (deterministically, whatever finished first)."""
+        proposal = await first_phase[index]
+        earlier = [(await task).chosen for task in first_phase[:index]]
+        row = proposal.chosen
+        if row is not None and any(e is not None and e.values == row.values for e in earlier):
+            row.status, row.reason = "duplicate", (row.reason + "; the same values as an "
+                                                   "earlier proposal of this round")
+            proposal.chosen = None
+            proposal.record.status = "rejected"
+            proposal.record.reason = "its child repeats an earlier proposal of the round"
+        return proposal, await self._validate(proposal)
+
+    def _file(self, proposals: list[_Proposal],
+              evaluations: list[EvaluationRow | None]) -> list[StepRecord]:
         records = []
         for proposal, evaluation in zip(proposals, evaluations, strict=True):
             record = proposal.record
