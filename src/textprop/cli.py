@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from textprop.errors import TextpropError
+from textprop.train.events import RunCallback
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,7 +153,7 @@ def _run(args: argparse.Namespace, config: Any, config_path: Path) -> int:
         if args.set:
             (run_dir / "overrides.json").write_text(json.dumps(_overrides(args), indent=2))
     say = _printer(args)
-    trainer, engines = build_trainer(config, run_dir, progress=say, counter=_bar(args))
+    trainer, engines = build_trainer(config, run_dir, callbacks=[_Progress(args)])
     say(f"run folder: {run_dir}")
     say(f"LLM call cache: {engines.cache_path or 'off'}")
     if not trainer.ledger.meta():
@@ -199,17 +200,35 @@ def _printer(args: argparse.Namespace):
     return say
 
 
-def _bar(args: argparse.Namespace):
-    """A one-line progress bar for evaluations, on a terminal only."""
-    if args.quiet or args.json or not sys.stderr.isatty():
-        return None
+class _Progress(RunCallback):
+    """The CLI's progress display, fed by the run's events: a line per step and per
+    candidate that joins a search's pool on stderr, and a bar for evaluations on a terminal."""
 
-    def show(label: str, done: int, total: int) -> None:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.quiet = args.quiet or args.json
+        self.bar = not self.quiet and sys.stderr.isatty()
+
+    def on_message(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    def on_candidate_accepted(self, candidate: Any) -> None:
+        self.on_message(f"  candidate {candidate.id} ({candidate.origin} of "
+                        f"{', '.join(map(str, candidate.parents))}) joined the pool: "
+                        f"validation {candidate.val_score:.3f}")
+
+    def on_budget(self, used: dict[str, float], limits: dict[str, float | None]) -> None:
+        if limits.get("metric_calls"):
+            self.on_message(f"  metric calls: {used['metric_calls']:.0f} of "
+                            f"{limits['metric_calls']:.0f}")
+
+    def on_evaluation_progress(self, label: str, done: int, total: int) -> None:
+        if not self.bar:
+            return
         filled = round(24 * done / max(total, 1))
         end = "\n" if done == total else ""
         print(f"\r  {label:<5} [{'#' * filled}{'.' * (24 - filled)}] {done}/{total}", end=end,
               file=sys.stderr, flush=True)
-    return show
 
 
 # --- eval ----------------------------------------------------------------------------------

@@ -57,12 +57,14 @@ def test_children_that_fail_the_gate_send_no_validation_request(tmp_path, capsys
     assert summary["values"] == {"system_prompt": "You are a helpful assistant."}
 
 
-def test_history_and_diff_read_a_search(tmp_path, capsys):
+def test_progress_history_and_diff_show_a_search(tmp_path, capsys):
     with TestServer(reply=server_reply) as server:
         config = pareto_config(tmp_path, server.base_url, max_proposals=2, parallel=2)
-        assert main(["optimize", str(config), "--quiet"]) == 0
+        assert main(["optimize", str(config)]) == 0
     run = next((tmp_path / "runs").iterdir())
-    capsys.readouterr()
+    progress = capsys.readouterr().err  # the CLI's display of the run's events
+    assert "candidate 1 (mutation of 0) joined the pool: validation 1.000" in progress
+    assert "final pick: candidate 1 (validation 1.000)" in progress
 
     assert main(["history", str(run), "--candidates"]) == 0
     lines = capsys.readouterr().out.splitlines()
