@@ -1,0 +1,205 @@
+"""B5: the `pareto` search against `tgd` on the embedded models, at the same budget.
+
+Both strategies run `textprop optimize` on Qwen2.5-Coder-0.5B (task model) with
+Qwen2.5-Coder-1.5B writing feedback and rewrites, the same starting prompt, and the same
+`[budget] max_metric_calls` (GEPA's count: every example the pipeline runs, validation
+included; the final test is not). `tgd` gets epochs enough to spend the budget.
+
+Tasks:
+  demo      the demo's built-in date_normalization (24 train / 16 val / 40 test)
+  boolean   BBH boolean_expressions, TextGrad's split (train 0-49, val 50-149 cut to
+            --val, test 150-249 cut to --test), exact match on the "Answer:" line
+
+Resumable cell by cell: each (task, strategy, seed) cell is one run folder under
+bench/runs/b5/ and one entry in the results file, written when the cell ends; a cell cut
+off is resumed with `--resume` (its calls so far come from the benchmark's cache).
+
+    python bench/search_strategies.py                          # every missing cell
+    python bench/search_strategies.py --tasks demo --seeds 0 1 --strategies pareto
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from textprop.ledger import Ledger
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench/results/b5_search_strategies.json"
+RUNS = ROOT / "bench/runs/b5"
+BBH = (ROOT / "../shared/data/bbh/bbh").resolve()
+
+ENGINES = """
+[engines]
+default = "local"
+feedback = "local:1.5b"
+optimizer = "local:1.5b"
+concurrency = 1
+"""
+
+TASKS = {
+    "demo": """
+[task]
+builtin = "date_normalization"
+n_train = 24
+n_val = 16
+n_test = 40
+
+[pipeline]
+system_prompt = "You are a helpful assistant."
+role_description = "{role}"
+max_tokens = 40
+
+[metric]
+name = "exact_match"
+
+[optimizer]
+gradient_memory = 2
+max_tokens = 200
+feedback_max_tokens = 150
+feedback_sentences = 3
+constraints = ["The prompt must work for any date, not only the dates in the examples."]
+""",
+    "boolean": """
+[task]
+bbh = "{bbh}/boolean_expressions.json"
+limit_val = {val}
+limit_test = {test}
+
+[pipeline]
+system_prompt = "You are a helpful assistant."
+role_description = "{role}"
+max_tokens = 96
+
+[metric]
+name = "exact_match"
+
+[optimizer]
+gradient_memory = 2
+max_tokens = 200
+feedback_max_tokens = 150
+feedback_sentences = 3
+""",
+}
+
+ROLES = {
+    "demo": "system prompt to the language model that rewrites dates; it is reused for "
+            "every date",
+    "boolean": "system prompt to the language model that evaluates boolean expressions; it "
+               "is reused for every expression",
+}
+
+STRATEGIES = {
+    "tgd": """
+[trainer]
+epochs = 20
+batch_size = 3
+acceptance = "non_decrease"
+""",
+    "pareto": """
+[strategy]
+kind = "pareto"
+minibatch = 3
+children = 2
+parallel = 1
+holdout = 0.25
+final_candidates = 3
+""",
+}
+
+
+def config_text(task: str, strategy: str, seed: int, args: argparse.Namespace) -> str:
+    return (f'[run]\nname = "{task}-{strategy}-s{seed}"\nseed = {seed}\n'
+            + TASKS[task].format(bbh=BBH, val=args.val, test=args.test, role=ROLES[task])
+            + STRATEGIES[strategy] + ENGINES
+            + f'\n[cache]\npath = "{RUNS / "cache.sqlite3"}"\n'
+            + f"\n[budget]\nmax_metric_calls = {args.max_metric_calls}\n")
+
+
+def load_results() -> dict:
+    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {"cells": {}}
+
+
+def save(results: dict) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def run_cell(task: str, strategy: str, seed: int, args: argparse.Namespace) -> dict:
+    name = f"{task}-{strategy}-s{seed}"
+    folder = RUNS / name
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "run.toml"
+    config.write_text(config_text(task, strategy, seed, args))
+    run_dir = folder / "run"
+    resume = (run_dir / "ledger.sqlite3").exists()
+    command = [sys.executable, "-m", "textprop.cli", "optimize", str(config), "--run-dir",
+               str(run_dir), "--json"] + (["--resume"] if resume else [])
+    started = time.time()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    wall = time.time() - started
+    if done.returncode != 0:
+        return {"failed": True, "returncode": done.returncode, "stderr": done.stderr[-2000:],
+                "wall_s": wall}
+    summary = json.loads(done.stdout)
+    ledger = Ledger.in_run(run_dir)
+    steps = ledger.steps()
+    test_eval = ledger.meta()["final"]["test_per_example"]
+    baseline_test = next(e["per_example"] for e in ledger.evaluations(0)
+                         if e["split"] == "test")
+    return {
+        "task": task, "strategy": strategy, "seed": seed, "resumed": resume,
+        "baseline_val": summary["baseline_val"], "best_val": summary["best_val"],
+        "baseline_test": summary["baseline_test"], "final_test": summary["final_test"],
+        "test_n": len(test_eval), "baseline_test_per_example": baseline_test,
+        "final_test_per_example": test_eval, "values": summary["values"],
+        "metric_calls": ledger.meta()["final"].get("metric_calls"),
+        "steps": len(steps) - 1,
+        "accepted": sum(s["status"] == "accepted" for s in steps),
+        "candidates": len(ledger.candidates()),
+        "usage_by_role": ledger.usage_by_role(), "wall_s": wall,
+        "run_dir": str(run_dir.relative_to(ROOT)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=["demo", "boolean"], choices=TASKS)
+    parser.add_argument("--strategies", nargs="+", default=["tgd", "pareto"],
+                        choices=STRATEGIES)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--max-metric-calls", type=int, default=150)
+    parser.add_argument("--val", type=int, default=24, help="BBH validation examples")
+    parser.add_argument("--test", type=int, default=60, help="BBH test examples")
+    parser.add_argument("--rerun", action="store_true", help="run cells already recorded")
+    args = parser.parse_args()
+    results = load_results()
+    results["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(),
+                          "python": platform.python_version()}
+    for seed in args.seeds:
+        for task in args.tasks:
+            for strategy in args.strategies:
+                key = f"{task}/{strategy}/seed{seed}/mmc{args.max_metric_calls}"
+                if key in results["cells"] and not args.rerun \
+                        and not results["cells"][key].get("failed"):
+                    continue
+                print(f"{time.strftime('%H:%M:%S')} {key} ...", flush=True)
+                cell = run_cell(task, strategy, seed, args)
+                cell["finished_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
+                results["cells"][key] = cell
+                save(results)
+                print(f"  test {cell.get('baseline_test')} -> {cell.get('final_test')}, "
+                      f"metric calls {cell.get('metric_calls')}, {cell['wall_s']:.0f} s",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()
