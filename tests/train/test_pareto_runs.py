@@ -8,6 +8,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from textprop.cli import main
 from textprop.ledger import Ledger
 from textprop.testing.server import TestServer
@@ -87,18 +89,20 @@ def comparable(run_dir: Path) -> dict[str, object]:
             "final": ledger.meta()["final"]}
 
 
-def test_sigkill_mid_search_then_resume_equals_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"demos": 2, "children": 2}],
+                         ids=["instructions", "with-demonstrations"])
+def test_sigkill_mid_search_then_resume_equals_an_uninterrupted_run(tmp_path, extra):
     with TestServer(latency=0.15, reply=server_reply) as server:
         whole = tmp_path / "whole"
         whole.mkdir()
-        config = pareto_config(whole, server.base_url, max_proposals=6, parallel=2)
+        config = pareto_config(whole, server.base_url, max_proposals=6, parallel=2, **extra)
         uninterrupted = optimize(config, whole / "run")
         assert uninterrupted.wait(timeout=120) == 0, uninterrupted.stderr.read()
         server.reset()
 
         cut = tmp_path / "cut"
         cut.mkdir()
-        config = pareto_config(cut, server.base_url, max_proposals=6, parallel=2)
+        config = pareto_config(cut, server.base_url, max_proposals=6, parallel=2, **extra)
         first = optimize(config, cut / "run")
         kill_mid_request(first, server, cut / "run", after_steps=3)  # baseline + 1 round
         in_flight_at_kill = {json.dumps(r.body, sort_keys=True) for r in server.requests
@@ -108,6 +112,9 @@ def test_sigkill_mid_search_then_resume_equals_an_uninterrupted_run(tmp_path):
 
     assert second.returncode == 0, err
     assert comparable(cut / "run") == comparable(whole / "run")
+    if extra:  # the demonstrations in force were restored, not rebuilt differently
+        final = Ledger.in_run(cut / "run").meta()["final"]["values"]
+        assert "demonstrations" in final
     sent = Counter(json.dumps(r.body, sort_keys=True) for r in server.requests
                    if r.path.endswith("/chat/completions"))
     assert {body for body, n in sent.items() if n > 1} <= in_flight_at_kill

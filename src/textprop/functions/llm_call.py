@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from textprop.engines.base import CallRole, Completion, Engine, Request, as_engine
+from textprop.demos import Demonstrations, Placement, as_turns, in_system_prompt
+from textprop.engines.base import CallRole, Completion, Engine, Message, Request, as_engine
 from textprop.errors import GraphError
 from textprop.functions.base import Feedback, Function, Module, Step
 from textprop.prompts import render
-from textprop.variable import Variable
+from textprop.variable import FeedbackContext, Variable
 
 if TYPE_CHECKING:
     from textprop.backward import BackwardContext
@@ -28,17 +29,23 @@ def _engine_or_default(engine: Any) -> Engine:
 
 
 class LLMCall(Function):
-    """One call of an LLM: output = engine(system_prompt, input).
+    """One call of an LLM: output = engine(system_prompt, [demonstrations], input).
 
     Backward writes feedback for each input that requires grad (the system prompt, the
-    input), from the exchange the call made.
+    input), from the exchange the call made. `demonstrations`, when given, are shown inside
+    the system prompt or as prior chat turns (`placement`); they receive the feedback the
+    output received, as it is, without a call.
     """
 
     def __init__(self, engine: Any = None, system_prompt: Variable | None = None, *,
                  call_role: CallRole = "forward", temperature: float = 0.0,
-                 max_tokens: int | None = None, seed: int | None = 0) -> None:
+                 max_tokens: int | None = None, seed: int | None = 0,
+                 demonstrations: Demonstrations | None = None,
+                 placement: Placement = "system") -> None:
         self.engine = _engine_or_default(engine)
         self.system_prompt = system_prompt
+        self.demonstrations = demonstrations
+        self.placement: Placement = placement
         self.call_role: CallRole = call_role
         self.sampling = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
 
@@ -54,23 +61,51 @@ class LLMCall(Function):
         return self._respond(await self.engine.acomplete(request), request, [input_variable],
                              response_role_description)
 
-    def _request(self, prompt: str) -> Request:
+    def _system_text(self) -> str | None:
+        """The system message, with the demonstrations when they go there."""
         system = self.system_prompt.value if self.system_prompt is not None else None
-        return Request.chat(prompt, system, role=self.call_role, **self.sampling)
+        if self.demonstrations is not None and self.placement == "system":
+            return in_system_prompt(system, self.demonstrations.pairs)
+        return system
+
+    def _request(self, prompt: str) -> Request:
+        request = Request.chat(prompt, self._system_text(), role=self.call_role,
+                               **self.sampling)
+        if self.demonstrations is None or self.placement != "turns":
+            return request
+        *head, question = request.messages
+        turns: tuple[Message, ...] = as_turns(self.demonstrations.pairs)
+        return request.with_(messages=(*head, *turns, question))
 
     def _respond(self, completion: Completion, request: Request, inputs: list[Variable],
                  role_description: str) -> Variable:
-        predecessors = ([self.system_prompt] if self.system_prompt is not None else []) + inputs
+        predecessors = ([self.system_prompt] if self.system_prompt is not None else []) + (
+            [self.demonstrations] if self.demonstrations is not None else []) + inputs
         response = Variable(completion.text, predecessors=predecessors,
                             role_description=role_description)
+        shown = request.system_prompt
+        if self.demonstrations is not None and self.placement == "turns":
+            shown = in_system_prompt(shown, self.demonstrations.pairs)  # for the critic
         return self._record(response, response.predecessors, prompt=request.prompt,
-                            system_prompt=request.system_prompt)
+                            system_prompt=shown)
 
     async def abackward(self, step: Step, ctx: BackwardContext) -> list[Feedback]:
         conversation = render("conversation_llm_call",
                               system_prompt=step.data["system_prompt"] or "",
                               prompt=step.data["prompt"], output=step.output.value)
-        return await ctx.feedback_for_inputs(step, conversation, "llm_call")
+        demos = [v for v in step.inputs if isinstance(v, Demonstrations) and v.requires_grad]
+        if not demos:
+            return await ctx.feedback_for_inputs(step, conversation, "llm_call")
+        others = Step(step.function, step.output,
+                      tuple(v for v in step.inputs if not isinstance(v, Demonstrations)),
+                      step.data)
+        feedback = await ctx.feedback_for_inputs(others, conversation, "llm_call")
+        passed_on = step.output.get_gradient_text()
+        if not passed_on.strip():
+            return feedback
+        context = FeedbackContext(conversation, step.output.role_description, "llm_call",
+                                  passed_on)
+        return feedback + [(d, ctx.gradient(d, passed_on, context)) for d in demos]
 
 
 class FormattedLLMCall(LLMCall):

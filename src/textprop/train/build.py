@@ -129,7 +129,9 @@ def build_trainer(config: RunConfig, run_dir: Path,
     p = config.pipeline
     pipeline = PromptPipeline(engines.forward, p.system_prompt,
                               role_description=p.role_description or DEFAULT_ROLE,
-                              template=p.template, max_tokens=p.max_tokens)
+                              template=p.template, max_tokens=p.max_tokens,
+                              demonstrations=[] if config.strategy.demos else None,
+                              placement=p.demos_placement)
     o = config.optimizer
     optimizer = TextualGradientDescent(
         pipeline.parameters(), engine=engines.optimizer,
@@ -147,7 +149,8 @@ def build_trainer(config: RunConfig, run_dir: Path,
     s = config.strategy
     try:
         strategy = build_strategy(
-            s.kind, **(vars(settings.tgd()) if s.kind == "tgd" else s.options()))
+            s.kind, **({**vars(settings.tgd()), **s.demo_options()} if s.kind == "tgd"
+                       else s.options()))
     except ConfigError as error:
         raise ConfigError(error.message, source=str(config.source), field=error.field) from None
     trainer = Trainer(pipeline, build_metric(config, engines), optimizer, engines.feedback,

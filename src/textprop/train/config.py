@@ -63,6 +63,7 @@ class PipelineSection(_Section):
     role_description: str | None = None
     template: str = "{input}"
     max_tokens: int | None = Field(512, ge=1)
+    demos_placement: Literal["system", "turns"] = "system"  # where demonstrations go
 
 
 class MetricSection(_Section):
@@ -121,9 +122,16 @@ class StrategySection(_Section):
     max_proposals: int | None = Field(None, ge=1, le=100000)
     show_failures: bool = True
     max_failures: int = Field(5, ge=0, le=100)
+    demos: int = Field(0, ge=0, le=64)  # demonstrations per prompt; 0: off
+    max_demo_tokens: int | None = Field(1000, ge=1)
+    demo_field: str | None = None  # a training field with a worked answer (GSM8K: answer)
 
     def options(self) -> dict[str, Any]:
         return self.model_dump(exclude={"kind"})
+
+    def demo_options(self) -> dict[str, Any]:
+        """What the tgd strategy takes of these: the demonstrations bounds."""
+        return {"demos": self.demos, "max_demo_tokens": self.max_demo_tokens}
 
 
 class CacheSection(_Section):

@@ -7,9 +7,11 @@ name) and `async aforward(example) -> Variable`. A `clone()` returning an indepe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from textprop.data.dataset import Example
+from textprop.demos import Demo, Demonstrations, Placement
 from textprop.engines.base import Engine
 from textprop.errors import ConfigError
 from textprop.functions.llm_call import LLMCall
@@ -22,27 +24,43 @@ DEFAULT_ROLE = ("system prompt to the language model that answers the question; 
 class Pipeline(Protocol):
     def parameters(self) -> dict[str, Variable]: ...
 
+    def question_text(self, example: Example) -> str:
+        """The user message for `example` (demonstrations show their inputs this way)."""
+        return self._question(example).value
+
     async def aforward(self, example: Example) -> Variable: ...
 
 
 class PromptPipeline:
-    """prediction = engine(system_prompt, template.format(input=..., **fields))."""
+    """prediction = engine(system_prompt, [demonstrations], template.format(input=..., ...)).
+
+    With `demonstrations` (a list of pairs, possibly empty) the pipeline has a second
+    parameter, `demonstrations`, shown in the system prompt or as prior chat turns
+    (`placement`)."""
 
     def __init__(self, engine: Engine, system_prompt: str, *,
                  role_description: str = DEFAULT_ROLE, template: str = "{input}",
-                 max_tokens: int | None = 512) -> None:
+                 max_tokens: int | None = 512, demonstrations: Sequence[Demo] | None = None,
+                 placement: Placement = "system") -> None:
         self.system_prompt = Variable(system_prompt, role_description=role_description)
-        self.template = template
+        self.demonstrations = (None if demonstrations is None
+                               else Demonstrations(demonstrations))
+        self.template, self.placement = template, placement
         self.engine, self.max_tokens = engine, max_tokens
-        self.call = LLMCall(engine, self.system_prompt, max_tokens=max_tokens)
+        self.call = LLMCall(engine, self.system_prompt, max_tokens=max_tokens,
+                            demonstrations=self.demonstrations, placement=placement)
 
     def clone(self) -> PromptPipeline:
+        demos = None if self.demonstrations is None else self.demonstrations.pairs
         return PromptPipeline(self.engine, self.system_prompt.value,
                               role_description=self.system_prompt.role_description,
-                              template=self.template, max_tokens=self.max_tokens)
+                              template=self.template, max_tokens=self.max_tokens,
+                              demonstrations=demos, placement=self.placement)
 
     def parameters(self) -> dict[str, Variable]:
-        return {"system_prompt": self.system_prompt}
+        if self.demonstrations is None:
+            return {"system_prompt": self.system_prompt}
+        return {"system_prompt": self.system_prompt, "demonstrations": self.demonstrations}
 
     def _question(self, example: Example) -> Variable:
         try:
@@ -53,6 +71,10 @@ class PromptPipeline:
                               source=example.source or None) from None
         return Variable(text, role_description="question to the language model",
                         requires_grad=False)
+
+    def question_text(self, example: Example) -> str:
+        """The user message for `example` (demonstrations show their inputs this way)."""
+        return self._question(example).value
 
     async def aforward(self, example: Example) -> Variable:
         return await self.call.aforward(self._question(example),

@@ -53,7 +53,8 @@ class TrainerSettings:
 
     def tgd(self) -> TGDSettings:
         """The settings of the default `tgd` strategy."""
-        return TGDSettings(**{f.name: getattr(self, f.name) for f in fields(TGDSettings)})
+        return TGDSettings(**{f.name: getattr(self, f.name) for f in fields(TGDSettings)
+                              if hasattr(self, f.name)})
 
 
 @dataclass

@@ -21,15 +21,19 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from textprop.data.dataset import Example
+from textprop.demos import Demo, Demonstrations, decode, encode
 from textprop.errors import ConfigError
 from textprop.ledger import CandidateRow, EvaluationRow, Ledger, Revision, StepRecord
+from textprop.optim.tgd import UpdateRecord
 from textprop.prompts import render
 from textprop.train.context import CURRENT_STEP, Scored
 from textprop.train.pipeline import Pipeline
 from textprop.train.strategies.base import Strategy
+from textprop.train.strategies.demo_moves import DemoMove, moves
 from textprop.train.strategies.merge import Merge, find_merge
 from textprop.train.strategies.pool import Candidate, Pool
 from textprop.train.strategies.selection import selector
+from textprop.variable import Variable
 
 FINAL = "final"
 
@@ -51,12 +55,15 @@ class ParetoSettings:
     max_proposals: int | None = None  # besides the budget in metric calls
     show_failures: bool = True  # the rewrite prompt lists the minibatch's wrong outputs
     max_failures: int = 5
+    demos: int = 0  # at most this many demonstrations per demonstrations parameter; 0: off
+    max_demo_tokens: int | None = 1000  # a cap on their length (about 4 characters a token)
+    demo_field: str | None = None  # a training field holding a worked answer to show
 
     def __post_init__(self) -> None:
         checks = {"minibatch": self.minibatch >= 1, "children": self.children >= 1,
                   "parallel": self.parallel >= 1, "holdout": 0 <= self.holdout < 1,
                   "final_candidates": self.final_candidates >= 1,
-                  "merge_subsample": self.merge_subsample >= 1,
+                  "merge_subsample": self.merge_subsample >= 1, "demos": self.demos >= 0,
                   "epsilon": 0 <= self.epsilon <= 1}
         for name, ok in checks.items():
             if not ok:
@@ -121,6 +128,12 @@ class ParetoStrategy(Strategy):
         self.holdout = [e for e in val if e.id in held]
         self._holdout_reserve = (self.settings.final_candidates * len(self.holdout))
         self.holdout_scores: dict[int, dict[str, float]] = {}
+        self.bootstrap: dict[str, Demo] = {}  # training example id -> its pair, in order
+        field = self.settings.demo_field
+        if field and self.settings.demos:
+            for e in ctx.splits.train:
+                if field in e.fields:
+                    self.bootstrap[e.id] = Demo(self._question(e), e.fields[field], e.id)
 
     def _full_val(self, candidate: Candidate) -> float:
         scores = {**candidate.per_example, **self.holdout_scores.get(candidate.id, {})}
@@ -166,6 +179,10 @@ class ParetoStrategy(Strategy):
                 self.final_pick = state[FINAL]["pick"]
                 for c in state[FINAL]["candidates"]:
                     self.holdout_scores[c["id"]] = c["holdout_per_example"]
+        train = {e.id: e for e in self.ctx.splits.train}
+        for row in ledger.losses():
+            if row["step"] > 0 and row["score"] >= 1.0 and row["example_id"] in train:
+                self._learn_pair(train[row["example_id"]], row["prediction"])
         last = steps[-1]
         self.ctx.metric_calls.used = last["search_state"].get("metric_calls", 0)
         if not self.search_done:
@@ -255,7 +272,8 @@ class ParetoStrategy(Strategy):
         return epoch, list(batches[index % len(batches)])
 
     def _components(self, step: int) -> list[str]:
-        names = list(self.ctx.parameters)
+        names = [n for n, v in self.ctx.parameters.items()
+                 if not isinstance(v, Demonstrations) or self.settings.demos > 0]
         if self.settings.components == "all":
             return names
         return [names[(step - 1) % len(names)]]
@@ -294,12 +312,10 @@ class ParetoStrategy(Strategy):
             record.reason = (f"candidate {parent.id} got every minibatch example right: "
                              "nothing to learn from")
             return proposal
-        await ctx.backward(scored)
-        failures = _failures(scored, s.max_failures) if s.show_failures else ""
-        rewrites = await asyncio.gather(*(
-            optimizer.arewrite(name, failures=failures, sample=k)
-            for k in range(s.children) for name in names))
-        by_child = [rewrites[k * len(names):(k + 1) * len(names)] for k in range(s.children)]
+        by_child = await self._updates(step, names, pipeline, optimizer, scored)
+        if not by_child:
+            record.reason = "no demonstration move applies yet (no right answer to show)"
+            return proposal
         record.revisions = [Revision(u.name, u.role_description, u.before, u.after,
                                      u.feedback, u.status, u.reason) for u in by_child[0]]
         feedback = {u.name: u.feedback for u in by_child[0]}
@@ -320,10 +336,12 @@ class ParetoStrategy(Strategy):
             else:
                 seen.append(values)
                 pending.append((row, self._instance(values)))
+                row.reason = "".join(f"{u.name}: {u.reason}; " for u in updates
+                                     if u.reason and u.after != u.before)
             proposal.children.append(row)
             ctx.events.on_candidate_proposed(row)
         gated = await asyncio.gather(*(ctx.score_all(minibatch, p) for _, p in pending))
-        ctx.metric_calls.release(len(minibatch) * (s.children - len(pending)))
+        ctx.metric_calls.release(len(minibatch) * (s.children - len(pending)))  # unmade
         proposal.reserved -= len(minibatch) * s.children
         best: tuple[float, CandidateRow] | None = None
         for (row, _), child_scored in zip(pending, gated, strict=True):
@@ -331,8 +349,9 @@ class ParetoStrategy(Strategy):
             row.gate_after = after / len(child_scored)
             passed = after > before if s.gate == "strict" else after >= before
             row.status = "passed" if passed else "rejected"
-            row.reason = (f"minibatch {before:g} -> {after:g} of {len(minibatch)}: "
-                          f"{'passed' if passed else 'failed'} the {s.gate} gate")
+            row.reason = (f"{row.reason}minibatch {before:g} -> {after:g} of "
+                          f"{len(minibatch)}: {'passed' if passed else 'failed'} the "
+                          f"{s.gate} gate")
             ctx.events.on_candidate_gated(row, passed)
             if passed and (best is None or after > best[0]):
                 best = (after, row)
@@ -348,6 +367,64 @@ class ParetoStrategy(Strategy):
                              if pending else f"from candidate {parent.id}: no new values "
                              "were proposed")
         return proposal
+
+    async def _updates(self, step: int, names: list[str], pipeline: Pipeline, optimizer: Any,
+                       scored: list[Scored]) -> list[list[UpdateRecord]]:
+        """Per child, the change to each chosen parameter: a rewrite of a text from its
+        feedback, or a move on a demonstrations list."""
+        s, parameters = self.settings, pipeline.parameters()
+        texts = [n for n in names if not isinstance(parameters[n], Demonstrations)]
+        exclude = {x.example.id for x in scored}
+        rng = random.Random(f"{self.ctx.seed}:demos:{step}")
+        planned = {n: moves(decode(parameters[n].value), list(self.bootstrap.values()),
+                            max_pairs=s.demos, max_tokens=s.max_demo_tokens, exclude=exclude,
+                            rng=rng, count=s.children) for n in names if n not in texts}
+        children = s.children if texts else min((len(m) for m in planned.values()), default=0)
+        if children == 0:
+            return []
+        if texts or any(m.kind == "rewrite" for ms in planned.values() for m in ms):
+            await self.ctx.backward(scored)
+        failures = _failures(scored, s.max_failures) if s.show_failures else ""
+        work = [optimizer.arewrite(n, failures=failures, sample=k) if n in texts
+                else self._move(parameters[n], n, planned[n][k] if k < len(planned[n])
+                                else None, optimizer, failures)
+                for k in range(children) for n in names]
+        done = await asyncio.gather(*work)
+        return [list(done[k * len(names):(k + 1) * len(names)]) for k in range(children)]
+
+    async def _move(self, demos: Any, name: str, move: DemoMove | None, optimizer: Any,
+                    failures: str) -> UpdateRecord:
+        feedback = demos.get_gradient_text()
+        record = dict(name=name, role_description=demos.role_description, before=demos.value,
+                      feedback=feedback)
+        if move is None:
+            return UpdateRecord(**record, after=demos.value, status="unchanged",
+                                reason="no further move applies", attempts=0)
+        pairs = list(move.pairs)
+        if move.kind != "rewrite":
+            return UpdateRecord(**record, after=encode(pairs), status="updated",
+                                reason=move.description, attempts=0)
+        assert move.target is not None
+        old = pairs[move.target]
+        output = Variable(old.output, role_description=render(
+            "demos_output_role", input=old.input))
+        for gradient in demos.gradients:
+            output.gradients.add(gradient)
+        rewrite = await optimizer.with_parameters({"output": output}).arewrite(
+            "output", failures=failures)
+        pairs[move.target] = Demo(old.input, rewrite.after, old.source)
+        return UpdateRecord(**record, after=encode(pairs), status=rewrite.status,
+                            reason=f"{move.description}: {rewrite.reason or 'rewritten'}",
+                            attempts=rewrite.attempts)
+
+    def _question(self, example: Example) -> str:
+        """What the pipeline shows the model for `example` (its template filled in)."""
+        question = getattr(self.ctx.pipeline, "question_text", None)
+        return question(example) if question else example.input
+
+    def _learn_pair(self, example: Example, output: str) -> None:
+        if self.settings.demos and example.id not in self.bootstrap:
+            self.bootstrap[example.id] = Demo(self._question(example), output, example.id)
 
     # --- merge ---------------------------------------------------------------------------
     async def _merge(self, step: int, merge: Merge | None, reserved: int) -> _Proposal:
@@ -456,6 +533,11 @@ class ParetoStrategy(Strategy):
             record.values, record.best_val_score = dict(best.values), best.score
             record.candidates = sorted(proposal.children, key=lambda c: c.id)
             records.append(record)
+        train = {e.id: e for e in self.ctx.splits.train}
+        for record in records:  # right answers on training minibatches become demo pairs
+            for row in record.losses:
+                if row.score >= 1.0 and row.example_id in train:
+                    self._learn_pair(train[row.example_id], row.prediction)
         self.ctx.apply(self.pool.best().values)
         for record in records:
             record.search_state.update(metric_calls=self.ctx.metric_calls.used,

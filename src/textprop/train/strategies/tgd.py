@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from textprop.data.dataset import Dataset
+from textprop.demos import Demo, Demonstrations, encode
 from textprop.ledger import Ledger, Revision, StepRecord
 from textprop.train.acceptance import Rule, decide
 from textprop.train.context import CURRENT_STEP
 from textprop.train.strategies.base import Strategy
+from textprop.train.strategies.demo_moves import fits
 
 
 @dataclass
@@ -23,6 +25,8 @@ class TGDSettings:
     alpha: float = 0.1  # significance level of the "paired" rule
     test_every_step: bool = False
     early_stopping: int = 0  # stop after this many steps without improvement; 0: never
+    demos: int = 0  # with a demonstrations parameter: add the batch's right answers, up to
+    max_demo_tokens: int | None = 1000
 
 
 class TGDStrategy(Strategy):
@@ -129,9 +133,11 @@ class TGDStrategy(Strategy):
             batch_score=batch_score, best_val_score=self._best_val, started_at=started,
             losses=[s.loss_row() for s in scored])
         await ctx.backward(scored)
-        updates = await optimizer.astep()
+        texts = [n for n, v in ctx.parameters.items() if not isinstance(v, Demonstrations)]
+        updates = await optimizer.astep(texts)
         record.revisions = [Revision(u.name, u.role_description, u.before, u.after,
                                      u.feedback, u.status, u.reason) for u in updates]
+        record.revisions += self._add_demos(scored)
         proposal = ctx.values()
         if proposal == before:
             record.reason = ("every example in the batch was right: no feedback"
@@ -165,6 +171,36 @@ class TGDStrategy(Strategy):
             record.test_score = test.score
             record.evaluations.append(test)
         return record
+
+
+    def _add_demos(self, scored: list[Any]) -> list[Revision]:
+        """The tgd option of the demonstrations issue: the batch's right answers join the
+        demonstrations (the oldest pair leaves when the list is full); the validation gate
+        decides on the whole proposal."""
+        if not self.settings.demos:
+            return []
+        revisions = []
+        question = getattr(self.ctx.pipeline, "question_text", None)
+        for name, demos in self.ctx.parameters.items():
+            if not isinstance(demos, Demonstrations):
+                continue
+            before, pairs = demos.value, demos.pairs
+            for x in scored:
+                shown = {d.source for d in pairs}
+                if x.score < 1.0 or x.example.id in shown:
+                    continue
+                new = Demo(question(x.example) if question else x.example.input,
+                           x.prediction.value, x.example.id)
+                while pairs and not fits([*pairs, new], self.settings.demos,
+                                         self.settings.max_demo_tokens):
+                    pairs = pairs[1:]
+                if fits([*pairs, new], self.settings.demos, self.settings.max_demo_tokens):
+                    pairs = [*pairs, new]
+            if encode(pairs) != before:
+                demos.set_pairs(pairs)
+                revisions.append(Revision(name, demos.role_description, before, demos.value,
+                                          "", "updated", "the batch's right answers added"))
+        return revisions
 
 
 def _best_per_example(ledger: Ledger) -> dict[str, float]:
