@@ -33,7 +33,7 @@ WIDTH, ROW, TOP, LEFT = 1100, 26, 40, 22
 # (header, x offset from the text column, anchor)
 COLUMNS = (("candidate", 0, "start"), ("origin", 92, "start"), ("status", 176, "start"),
            ("validation", 340, "end"), ("gate", 450, "end"), ("step", 500, "end"),
-           ("note", 524, "start"), ("changed", 676, "start"))
+           ("changed", 524, "start"), ("note", 700, "start"))
 
 
 @dataclass(frozen=True)
@@ -192,8 +192,7 @@ def _node(c: CandidateRow, at: tuple[float, float], text_x: float, notes: list[s
         "gate": (gate, muted, "400"),
         "step": (str(c.step), muted, "400"),
         "note": (" · ".join(notes), _PICK, "700"),
-        "changed": (_clip(", ".join(c.changed), int((WIDTH - text_x - 676) / 7)), muted,
-                    "400"),
+        "changed": (_clip(", ".join(c.changed), 24), muted, "400"),
     }
     text = []
     for label, dx, anchor in COLUMNS:
