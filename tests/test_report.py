@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from textprop.ledger import EvaluationRow, Ledger, LossRow, Revision, StepRecord
+from textprop.ledger import CandidateRow, EvaluationRow, Ledger, LossRow, Revision, StepRecord
 from textprop.report import diff_table, line_chart, render_report, write_report
 from textprop.report.chart import Series, y_domain
 
@@ -451,21 +451,353 @@ def chromium_or_skip() -> str:
     return path
 
 
-def test_chromium_renders_the_chart_and_every_step(run_dir: Path, tmp_path: Path) -> None:
-    chromium = chromium_or_skip()
-    report = write_report(run_dir)
+def chromium_dom(report: Path, profile: Path) -> Node:
+    """The DOM headless Chromium builds from the page (it fails on any page error)."""
     result = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        [chromium_or_skip(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
          "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
-         report.as_uri()],
+         "--disable-sync", f"--user-data-dir={profile}", "--enable-logging=stderr",
+         "--dump-dom", report.as_uri()],
         capture_output=True, text=True, timeout=90)
     assert result.returncode == 0, result.stderr[-2000:]
-    dom = parse(result.stdout)
+    assert "Uncaught" not in result.stderr, result.stderr[-2000:]
+    return parse(result.stdout)
+
+
+def test_chromium_renders_the_chart_and_every_step(run_dir: Path, tmp_path: Path) -> None:
+    dom = chromium_dom(write_report(run_dir), tmp_path / "profile")
     svg = dom.one("svg", "chart")
     assert len(svg.find_all("g", "point", data_series="val")) == 4
     for n, status in enumerate(["baseline", "accepted", "rejected", "accepted"]):
         section = dom.one("section", id=f"step-{n}")
         assert section.one("header", "step-head").one(cls="badge").text() == status
     assert len(dom.one("section", id="step-2").find_all("table", "diff")) == 1
+    assert dom.find_all("script") == []
+
+
+# --- a search's candidates -------------------------------------------------------------------
+S0 = "Count the items."
+S1 = "Count the items.\nList each item before adding."
+S1B = "Count every item twice."
+S5 = f"Count the items.\nList each item before adding.\nIgnore any {SCRIPT} in the input."
+F3 = "Reply with a number."
+F4 = "Reply in <ANSWER> tags, nothing else."
+SEARCH_VAL = ["v1", "v2", "v3", "v4"]
+HELD = ["h1", "h2"]
+
+
+def per_example(*scores: float) -> dict[str, float]:
+    return dict(zip(SEARCH_VAL, scores, strict=True))
+
+
+def build_search_run(run_dir: Path) -> None:
+    """A pareto run: mutations (one outscored sibling, one rejected), a skipped step, a merge
+    of 5 and 4, a duplicate and an unchanged child, and a final pick (5) that is not the top
+    candidate by search validation (6), as the held-back examples decided."""
+    ledger = Ledger.in_run(run_dir)
+    ledger.set_meta(name="search-run", task="object counting", started_at=T0,
+                    engines={"forward": "scripted"}, status="finished",
+                    strategy={"kind": "pareto", "max_proposals": 7})
+
+    def cand(id: int, step: int, parents: list[int], origin: str, values: dict[str, str],
+             status: str, reason: str, val: dict[str, float] | None = None, **kw: object
+             ) -> CandidateRow:
+        return CandidateRow(id=id, step=step, parents=parents, origin=origin, values=values,
+                            status=status, reason=reason, val_per_example=val,
+                            val_score=None if val is None else sum(val.values()) / len(val),
+                            **kw)
+
+    base = {"system_prompt": S0, "format": FMT}
+    c = {
+        0: cand(0, 0, [], "seed", base, "seed", "the starting values", per_example(0, 1, 0, 0)),
+        1: cand(1, 1, [0], "mutation", {**base, "system_prompt": S1}, "accepted",
+                "minibatch 0 -> 2 of 2: passed the strict gate; validation 0.500",
+                per_example(1, 1, 0, 0), changed=["system_prompt"], minibatch=["t1", "t2"],
+                gate_before=0.0, gate_after=1.0,
+                feedback={"system_prompt": "List the items first.", "format": ""}),
+        2: cand(2, 1, [0], "mutation", {**base, "system_prompt": S1B}, "outscored",
+                "passed the strict gate; child 0 scored higher", changed=["system_prompt"],
+                sample=1, minibatch=["t1", "t2"], gate_before=0.0, gate_after=0.5),
+        3: cand(3, 2, [0], "mutation", {**base, "format": F3}, "rejected",
+                f"minibatch 1 -> 1 of 2: failed the strict gate {SCRIPT}", changed=["format"],
+                minibatch=["t3", "t4"], gate_before=0.5, gate_after=0.5,
+                feedback={"format": "Ask for a bare number."}),
+        4: cand(4, 3, [0], "mutation", {**base, "format": F4}, "accepted",
+                "passed the strict gate; validation 0.500", per_example(0, 1, 1, 0),
+                changed=["format"], minibatch=["t1", "t4"], gate_before=0.0, gate_after=0.5,
+                feedback={"format": "Use <ANSWER> tags."}),
+        5: cand(5, 4, [1], "mutation", {**base, "system_prompt": S5}, "accepted",
+                "passed the strict gate; validation 0.750", per_example(1, 1, 0, 1),
+                changed=["system_prompt"], minibatch=["t2", "t3"], gate_before=0.5,
+                gate_after=1.0, feedback={"system_prompt": f"Say to ignore {SCRIPT}."}),
+        6: cand(6, 6, [5, 4], "merge", {"system_prompt": S5, "format": F4}, "accepted",
+                "merge of 5 and 4 over ancestor 0 (system_prompt from 5, format from 4)",
+                per_example(1, 1, 1, 1), changed=["format", "system_prompt"],
+                minibatch=["v3", "v4"], gate_before=0.5, gate_after=1.0),
+        7: cand(7, 7, [6], "mutation", {"system_prompt": S1, "format": F4}, "duplicate",
+                "the same values as an earlier candidate", changed=["system_prompt"],
+                minibatch=["t1", "t2"], gate_before=0.5),
+        8: cand(8, 7, [6], "mutation", {"system_prompt": S5, "format": F4}, "unchanged",
+                "system_prompt: no change", sample=1, minibatch=["t1", "t2"],
+                gate_before=0.5),
+    }
+    final = {"pick": 5, "rule": "the best of the top 3 by validation over all 6 validation "
+                                 "examples, 2 of them held back from the search",
+             "candidates": [
+                 {"id": 6, "search_val": 1.0, "holdout": 0.0, "full_val": 4 / 6,
+                  "holdout_per_example": {"h1": 0.0, "h2": 0.0}},
+                 {"id": 5, "search_val": 0.75, "holdout": 1.0, "full_val": 5 / 6,
+                  "holdout_per_example": {"h1": 1.0, "h2": 1.0}},
+                 {"id": 1, "search_val": 0.5, "holdout": 0.5, "full_val": 0.5,
+                  "holdout_per_example": {"h1": 1.0, "h2": 0.0}}]}
+    # (step, status, candidates, best candidate after it, search state)
+    plan = [(0, "baseline", [0], 0, {"holdout": HELD}), (1, "accepted", [1, 2], 1,
+                                                          {"parent": 0}),
+            (2, "rejected", [3], 1, {"parent": 0}), (3, "accepted", [4], 1, {"parent": 0}),
+            (4, "accepted", [5], 5, {"parent": 1}), (5, "skipped", [], 5, {"parent": 5}),
+            (6, "accepted", [6], 6, {"merge": [5, 4, 0]}),
+            (7, "rejected", [7, 8], 6, {"parent": 6})]
+    records = []
+    for n, status, ids, best, state in plan:
+        made = [c[i] for i in ids]
+        kept = next((m for m in made if m.status in ("seed", "accepted")), None)
+        val = (kept.val_per_example | ({"h1": 0.0, "h2": 0.0} if n == 0 else {})
+               if kept else None)
+        first = made[0] if made and made[0].parents else None
+        parent = c[first.parents[0]] if first else None
+        revisions = [Revision(name, "", parent.values[name], first.values[name],
+                              first.feedback.get(name, ""), "updated" if name in
+                              first.changed else "unchanged")
+                     for name in first.values] if first and parent else []
+        records.append(StepRecord(
+            step=n, epoch=0, status=status, reason=f"why {n}", values=c[best].values,
+            optimizer_state={}, val_score=None if val is None else sum(val.values()) / len(val),
+            best_val_score=c[best].val_score, candidates=made, revisions=revisions,
+            evaluations=[EvaluationRow("val", sum(val.values()) / len(val), val)] if val else [],
+            search_state=state, started_at=T0 + 60 * n, finished_at=T0 + 60 * n + 5))
+    records.append(StepRecord(
+        step=8, epoch=0, status="final", reason="candidate 5 (validation 0.833): the best",
+        values=c[5].values, optimizer_state={}, val_score=5 / 6, best_val_score=5 / 6,
+        search_state={"final": final}, started_at=T0 + 480, finished_at=T0 + 485))
+    ledger.record_steps(records)
+    ledger.set_meta(final={"test_score": 0.9, "best_val_score": 5 / 6, "values": c[5].values})
+    ledger.close()
+
+
+@pytest.fixture
+def search_dir(tmp_path: Path) -> Path:
+    build_search_run(tmp_path / "search")
+    return tmp_path / "search"
+
+
+@pytest.fixture
+def search_page(search_dir: Path) -> str:
+    ledger = Ledger.in_run(search_dir)
+    try:
+        return render_report(ledger)
+    finally:
+        ledger.close()
+
+
+@pytest.fixture
+def search_dom(search_page: str) -> Node:
+    return parse(search_page)
+
+
+def test_a_run_without_candidates_has_no_search_section(page: str, dom: Node) -> None:
+    assert dom.find_all("section", id="search") == []
+    nav = dom.one("nav", "sections")
+    assert [a.attrs["href"] for a in nav.find_all("a")] == [
+        "#overview", "#net-change", "#steps", "#usage"]
+    assert dom.find_all("svg", "lineage") == [] and dom.find_all(cls="step-cands") == []
+    for absent in ("cand-", "details.candidate", "table.heat", "Lineage"):
+        assert absent not in page, absent
+
+
+def test_search_section_sums_up_the_candidates_and_the_pick(search_dom: Node) -> None:
+    nav = search_dom.one("nav", "sections")
+    assert [a.attrs["href"] for a in nav.find_all("a")] == [
+        "#overview", "#net-change", "#search", "#steps", "#usage"]
+    lede = squash(search_dom.one("section", id="search").one("p", "lede").text())
+    assert lede.startswith("8 candidates from 7 proposals: 4 accepted, 1 duplicate, "
+                           "1 outscored, 1 rejected, 1 unchanged. Final pick: #5, the best")
+    # the final pick is the values in force: the overview and net change end at its step
+    kpi = search_dom.find_all("div", "kpi")[0]
+    assert squash(kpi.one(cls="kpi-value").text()) == "0.167 → 0.833 +0.667"
+    assert "best at step 8" in squash(kpi.text())
+    assert "step 8" in search_dom.one("section", id="net-change").one("p", "lede").text()
+
+
+def test_lineage_has_a_node_per_candidate_and_an_edge_per_parent_link(search_dom: Node
+                                                                       ) -> None:
+    svg = search_dom.one("section", id="search").one("svg", "lineage")
+    nodes = svg.find_all("g", "node")
+    # depth first from the seed, children by id: each subtree sits under its parent
+    assert [n.attrs["data-id"] for n in nodes] == ["0", "1", "5", "6", "7", "8", "2", "3", "4"]
+    status = {n.attrs["data-id"]: n.attrs["data-status"] for n in nodes}
+    assert status == {"0": "seed", "1": "accepted", "2": "outscored", "3": "rejected",
+                      "4": "accepted", "5": "accepted", "6": "accepted", "7": "duplicate",
+                      "8": "unchanged"}
+    assert {n.attrs["data-id"]: n.attrs["data-origin"] for n in nodes if
+            n.attrs["data-origin"] != "mutation"} == {"0": "seed", "6": "merge"}
+    edges = {(e.attrs["data-from"], e.attrs["data-to"]) for e in svg.find_all("path", "edge")}
+    assert edges == {("0", "1"), ("0", "2"), ("0", "3"), ("0", "4"), ("1", "5"), ("5", "6"),
+                     ("4", "6"), ("6", "7"), ("6", "8")}
+    assert [(e.attrs["data-from"], e.attrs["data-to"])
+            for e in svg.find_all("path", "edge-merge")] == [("4", "6")]  # the 2nd parent
+    # pool members are drawn in full; the others recede, a rejected one with a cross
+    dimmed = {n.attrs["data-id"] for n in nodes if n.attrs.get("opacity")}
+    assert dimmed == {"2", "3", "7", "8"}
+    by_id = {n.attrs["data-id"]: n for n in nodes}
+    assert by_id["4"].one("circle").attrs["fill"] != "#ffffff"
+    assert by_id["3"].one("circle").attrs["fill"] == "#ffffff" and by_id["3"].find_all("path")
+    assert by_id["6"].find_all("path") and not by_id["6"].find_all("circle")  # a diamond
+    assert by_id["0"].find_all("rect")  # the seed's square
+    # the final pick is highlighted; the last front is marked
+    texts = {i: [t.text() for t in n.find_all("text")] for i, n in by_id.items()}
+    assert "★ final pick" in texts["5"] and "on the front" in texts["6"]
+    assert not any("final pick" in t for i, ts in texts.items() if i != "5" for t in ts)
+    assert len(svg.find_all("rect", "pick-row")) == 1
+    assert texts["6"][:4] == ["#6", "merge", "accepted", "1.000"]
+    assert texts["3"][:4] == ["#3", "mutation", "rejected", "—"]
+    links = [a.attrs["href"] for a in svg.find_all("a")]
+    assert links == [f"#cand-{n.attrs['data-id']}" for n in nodes]
+    for href in links:
+        search_dom.one("details", id=href[1:])
+
+
+def test_front_over_time_counts_the_non_dominated_candidates_per_step(search_dom: Node
+                                                                      ) -> None:
+    charts = search_dom.one("section", id="search").one(cls="front-charts")
+
+    def points(cls: str, series: str) -> list[tuple[str, str]]:
+        svg = charts.one("figure", cls).one("svg", "chart")
+        return [(p.attrs["data-step"], p.attrs["data-value"])
+                for p in svg.find_all("g", "point", data_series=series)]
+
+    # the front: {0}; {1} dominates the seed; 4 leads v3 (step 3); 5 takes over from 1
+    # (step 4); the merge 6 leads everywhere (step 6). The final step re-scores, no more.
+    assert points("front-size", "front") == [
+        ("0", "1"), ("1", "1"), ("2", "1"), ("3", "2"), ("4", "2"), ("5", "2"), ("6", "1"),
+        ("7", "1")]
+    assert points("front-best", "best") == [
+        ("0", "0.25"), ("1", "0.5"), ("2", "0.5"), ("3", "0.5"), ("4", "0.75"), ("5", "0.75"),
+        ("6", "1"), ("7", "1")]
+    size_svg = charts.one("figure", "front-size").one("svg")
+    assert "Step 3 · non-dominated candidates 2" in [t.text() for t in
+                                                      size_svg.find_all("title")]
+
+
+def heat_rows(dom: Node) -> dict[str, dict[str, str]]:
+    table = dom.one("section", id="search").one("table", "heat")
+    return {tr.attrs["data-candidate"]: {td.attrs["data-example"]: td.text()
+                                         for td in tr.find_all("td", "ex")}
+            for tr in table.one("tbody").find_all("tr")}
+
+
+def test_per_example_table_shows_the_best_candidates_and_the_pick(search_dom: Node,
+                                                                  search_dir: Path,
+                                                                  monkeypatch) -> None:
+    table = search_dom.one("section", id="search").one("table", "heat")
+    head = [squash(th.text()) for th in table.one("thead").find_all("th")]
+    assert head == ["Candidate", "Search", "Held back", "All", *SEARCH_VAL, *HELD]
+    rows = heat_rows(search_dom)
+    assert list(rows) == ["6", "5", "1", "4", "0"]  # by validation, ties to the older
+    assert rows["6"] == {"v1": "1", "v2": "1", "v3": "1", "v4": "1", "h1": "0", "h2": "0"}
+    assert rows["5"] == {"v1": "1", "v2": "1", "v3": "0", "v4": "1", "h1": "1", "h2": "1"}
+    assert rows["4"] == {"v1": "0", "v2": "1", "v3": "1", "v4": "0", "h1": "·", "h2": "·"}
+    body = table.one("tbody").find_all("tr")
+    assert [tr.attrs.get("class") for tr in body] == [None, "pick", None, None, None]
+    assert "final pick" in body[1].text() and "final pick" not in body[0].text()
+    assert [squash(td.text()) for td in body[1].find_all("td")[:4]] == [
+        "#5 mutation ★ final pick", "0.750", "1.000", "0.833"]
+    cell = body[0].find_all("td", "ex")[4]
+    assert "ex-bad" in cell.classes() and "held-first" in cell.classes()
+    assert "ex-good" in body[0].find_all("td", "ex")[0].classes()
+    foot = [td.text() for td in table.one("tfoot").find_all("td", "ex")]
+    assert foot == ["1", "1", "1", "1", "1", "1"]  # every example is solved by someone
+
+    monkeypatch.setattr("textprop.report.html.TOP_CANDIDATES", 1)
+    ledger = Ledger.in_run(search_dir)
+    try:
+        fewer = parse(render_report(ledger))
+    finally:
+        ledger.close()
+    assert list(heat_rows(fewer)) == ["6", "5"]  # the top one, and the pick besides
+
+
+def test_each_candidate_has_a_collapsed_diff_against_its_parent(search_dom: Node) -> None:
+    details = search_dom.one("section", id="search").find_all("details", "candidate")
+    assert [d.attrs["id"] for d in details] == [f"cand-{i}" for i in range(9)]
+    assert not any("open" in d.attrs for d in details)
+    by_id = {d.attrs["data-id"]: d for d in details}
+    assert "cand-pick" in by_id["5"].classes()
+    summary = squash(by_id["5"].find_all("summary")[0].text())
+    assert summary == ("#5 accepted mutation · from #1 · step 4 · gate 0.500 → 1.000 "
+                       "validation 0.750 ★ final pick")
+    five = by_id["5"]
+    assert five.one("p", "reason").text() == "passed the strict gate; validation 0.750"
+    assert [r.one(cls="code").text() for r in five.find_all("tr", "d-add")] == [
+        f"Ignore any {SCRIPT} in the input."]
+    assert [p.one(cls="param-name").text() for p in five.find_all("div", "param")] == [
+        "system_prompt"]  # format is unchanged: no diff
+    assert five.one(cls="feedback-body").text() == f"Say to ignore {SCRIPT}."
+    assert "Gated on 2 examples: t2, t3" in five.text()
+    # a merge: against each parent, what it took from the other
+    merge = by_id["6"]
+    assert [squash(p.text()) for p in merge.find_all("p", "against")] == [
+        "Against #5 (1 of 2 parameters differ)", "Against #4 (1 of 2 parameters differ)"]
+    assert [p.one(cls="param-name").text() for p in merge.find_all("div", "param")] == [
+        "format", "system_prompt"]
+    # the seed shows its values; an unchanged child says so; empty feedback is left out
+    assert [p.text() for p in by_id["0"].find_all("pre", "value")] == [S0, FMT]
+    assert "Same values as its parent." in by_id["8"].text()
+    assert len(by_id["1"].find_all("details", "feedback")) == 1
+
+
+def test_search_steps_link_to_their_candidates_and_the_pick(search_dom: Node) -> None:
+    step1 = search_dom.one("section", id="step-1").one("p", "step-cands")
+    assert squash(step1.text()) == "Candidates: #1 accepted #2 outscored"
+    assert [a.attrs["href"] for a in step1.find_all("a")] == ["#cand-1", "#cand-2"]
+    assert search_dom.one("section", id="step-5").find_all("p", "step-cands") == []
+    final = search_dom.one("section", id="step-8")
+    assert squash(final.one("p", "step-cands").text()) == (
+        "Final pick: #5 · compared: #6, #5, #1")
+    assert "vs best" not in final.one("div", "scores").text()  # all of validation vs part
+    assert "No parameter revisions" not in final.text()
+
+
+def test_candidate_text_is_escaped(search_page: str, search_dom: Node) -> None:
+    assert SCRIPT not in search_page
+    lowered = search_page.lower()
+    for external in ("<script", "<link", "<img", "src=", "url(", 'href="http'):
+        assert external not in lowered, external
+    assert search_dom.find_all("script") == [] and search_dom.find_all("answer") == []
+    svg = search_dom.one("svg", "lineage")
+    titles = [t.text() for t in svg.find_all("title")]
+    assert any(t.endswith(f"failed the strict gate {SCRIPT}") for t in titles)
+    assert search_dom.one("details", id="cand-3").one("p", "reason").text().endswith(SCRIPT)
+
+
+def test_a_pending_pick_is_marked_as_awaiting_approval(search_dir: Path) -> None:
+    ledger = Ledger.in_run(search_dir)
+    try:
+        ledger.update_step_status(8, "pending", "awaits a reviewer")
+        dom = parse(render_report(ledger))
+    finally:
+        ledger.close()
+    node = dom.one("svg", "lineage").one("g", "node", data_id="5")
+    assert "★ final pick, awaiting approval" in [t.text() for t in node.find_all("text")]
+    assert squash(dom.one("section", id="step-8").one("p", "step-cands").text()).startswith(
+        "Final pick, awaiting approval: #5")
+
+
+def test_chromium_renders_the_search_section(search_dir: Path, tmp_path: Path) -> None:
+    dom = chromium_dom(write_report(search_dir), tmp_path / "profile")
+    search = dom.one("section", id="search")
+    assert len(search.one("svg", "lineage").find_all("g", "node")) == 9
+    assert len(search.one("svg", "lineage").find_all("path", "edge")) == 9
+    assert len(search.find_all("svg", "chart")) == 2
+    assert list(heat_rows(dom)) == ["6", "5", "1", "4", "0"]
+    assert len(search.find_all("details", "candidate")) == 9
     assert dom.find_all("script") == []

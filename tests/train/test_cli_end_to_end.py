@@ -139,3 +139,38 @@ def test_early_stopping_and_testing_every_step(tmp_path, capsys):
     assert code == 0 and summary["status"] == "stopped_early"
     assert [s["status"] for s in steps] == ["baseline", "accepted", "skipped"]  # of 6 planned
     assert steps[1]["test_score"] == 1.0
+
+
+def write_search_config(tmp_path: Path, **strategy: object) -> Path:
+    return Path(write_run_config(
+        tmp_path, engine="python:tests.train.fake_pipeline:make_engine",
+        train=[(i, i + 1) for i in range(8)], val=[(2, 2), (4, 6), (6, 1), (3, 3)],
+        test=[(9, 9), (1, 1)], system_prompt=START,
+        run={"name": "search", "dir": str(tmp_path / "runs")},
+        strategy={"kind": "pareto", "max_proposals": 4, "minibatch": 2, "parallel": 2,
+                  **strategy}))
+
+
+def test_export_and_report_read_a_pareto_run(tmp_path, capsys):
+    config = write_search_config(tmp_path)
+    code, out, err = run_cli("optimize", str(config), "--json", capsys=capsys)
+    assert code == 0, err
+    run = Path(json.loads(out)["run"])
+    ledger = Ledger.in_run(run)
+    final = ledger.last_step()
+    pick = final["search_state"]["final"]["pick"]
+    picked = next(c for c in ledger.candidates() if c.id == pick)
+    assert final["status"] == "final" and picked.values == {"system_prompt": IMPROVED}
+
+    _, exported, _ = run_cli("export", str(run), "--json", capsys=capsys)
+    folder = Path(json.loads(exported)["folder"])
+    assert json.loads((folder / "prompts.json").read_text()) == picked.values
+    assert (folder / "system_prompt.txt").read_text() == IMPROVED + "\n"
+
+    _, report, _ = run_cli("report", str(run), "--json", capsys=capsys)
+    page = Path(json.loads(report)["report"]).read_text()
+    assert '<section class="card" id="search">' in page
+    for c in ledger.candidates():
+        assert f'<g class="node node-{c.status}" data-id="{c.id}"' in page
+        assert f'<details class="candidate cand-{c.status}' in page
+    assert page.count('class="pick-row"') == 1

@@ -19,6 +19,7 @@ STATUS_COLORS = {
     "rejected": "#dc2626",
     "pending": "#d97706",
     "skipped": "#94a3b8",
+    "final": "#4f46e5",
 }
 _INK, _MUTED, _GRID, _FONT = "#334155", "#64748b", "#e2e8f0", "system-ui, sans-serif"
 
@@ -58,12 +59,17 @@ class Frame:
 
 def line_chart(xs: Sequence[int], series: Sequence[Series], statuses: Sequence[str] = (),
                *, x_label: str = "Step", y_label: str = "Score",
-               href_prefix: str | None = "#step-", frame: Frame = Frame()) -> str:
-    """The SVG for `series` over the integer `xs`; `statuses[i]` shapes marked points at xs[i]."""
+               href_prefix: str | None = "#step-", frame: Frame = Frame(),
+               y_range: tuple[float, float] | None = None, value_format: str = ".3f") -> str:
+    """The SVG for `series` over the integer `xs`; `statuses[i]` shapes marked points at xs[i].
+
+    `y_range` fixes the y axis (else `y_domain` picks it); `value_format` formats the values
+    in point labels and tooltips (e.g. ".0f" for counts).
+    """
     for s in series:
         if len(s.values) != len(xs):
             raise ValueError(f"series {s.key!r} has {len(s.values)} values for {len(xs)} xs")
-    lo, hi = y_domain([v for s in series for v in s.values])
+    lo, hi = y_range or y_domain([v for s in series for v in s.values])
     scale = _Scale(xs, lo, hi, frame)
     parts = [
         f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" role="img" '
@@ -77,7 +83,8 @@ def line_chart(xs: Sequence[int], series: Sequence[Series], statuses: Sequence[s
         parts.append(_line(s, xs, scale))
     label_points = len(xs) <= 12
     for s in sorted(series, key=lambda s: s.marked):  # status markers on top
-        parts.append(_points(s, xs, statuses, scale, href_prefix, label_points and s.marked))
+        parts.append(_points(s, xs, statuses, scale, href_prefix, label_points and s.marked,
+                             value_format))
     parts.append("</svg>")
     return "\n".join(p for p in parts if p)
 
@@ -218,19 +225,20 @@ def _line(s: Series, xs: Sequence[int], scale: _Scale) -> str:
 
 
 def _points(s: Series, xs: Sequence[int], statuses: Sequence[str], scale: _Scale,
-            href_prefix: str | None, with_labels: bool) -> str:
+            href_prefix: str | None, with_labels: bool, value_format: str = ".3f") -> str:
     out = []
     for i, (x, v) in enumerate(zip(xs, s.values, strict=True)):
         if v is None or not math.isfinite(v):
             continue
         status = statuses[i] if i < len(statuses) else ""
         px, py = scale.x(x), scale.y(v)
-        tip = f"Step {x} · {s.label} {v:.3f}" + (f" · {status}" if status else "")
+        tip = f"Step {x} · {s.label} {v:{value_format}}" + (f" · {status}" if status else "")
         shape = (_marker(status, px, py, 6.0) if s.marked else
                  f'<circle cx="{_fmt(px)}" cy="{_fmt(py)}" r="3.5" fill="{s.color}" '
                  f'stroke="#ffffff" stroke-width="1.5"/>')
         label = (f'<text x="{_fmt(px)}" y="{_fmt(py - 13)}" text-anchor="middle" '
-                 f'font-weight="600" fill="{_INK}">{v:.3f}</text>') if with_labels else ""
+                 f'font-weight="600" fill="{_INK}">{v:{value_format}}</text>'
+                 ) if with_labels else ""
         point = (f'<g class="point" data-series="{escape(s.key)}" data-step="{x}" '
                  f'data-status="{escape(status)}" data-value="{v:.6g}">'
                  f'<title>{escape(tip)}</title>{shape}{label}</g>')
@@ -241,10 +249,11 @@ def _points(s: Series, xs: Sequence[int], statuses: Sequence[str], scale: _Scale
 
 
 def _marker(status: str, x: float, y: float, r: float) -> str:
-    """Filled disc for accepted/baseline, hollow ring with a cross for rejected, ring else."""
+    """Filled disc for kept values (baseline, accepted, a search's final pick), hollow ring
+    with a cross for rejected, ring else."""
     color = STATUS_COLORS.get(status, _MUTED)
     cx, cy, rr = _fmt(x), _fmt(y), _fmt(r)
-    if status in ("accepted", "baseline"):
+    if status in ("accepted", "baseline", "final"):
         return (f'<circle cx="{cx}" cy="{cy}" r="{rr}" fill="{color}" stroke="#ffffff" '
                 f'stroke-width="2"/>')
     ring = (f'<circle cx="{cx}" cy="{cy}" r="{rr}" fill="#ffffff" stroke="{color}" '

@@ -21,10 +21,14 @@ from string import Template
 from typing import Any
 
 from textprop import __version__
-from textprop.ledger import Ledger
-from textprop.report.chart import Series, line_chart
+from textprop.ledger import CandidateRow, Ledger
+from textprop.report.chart import Frame, Series, line_chart, nice_step
+from textprop.report.lineage import lineage_tree
+from textprop.train.strategies.pool import Candidate, Pool
 
-KEPT = ("baseline", "accepted")  # statuses whose values were in force afterwards
+KEPT = ("baseline", "accepted", "final")  # statuses whose values were in force afterwards
+POOL = ("seed", "accepted")  # statuses of the candidates in a search's pool
+TOP_CANDIDATES = 5  # rows of the per-example table, besides the final pick
 _TOKEN = re.compile(r"\s+|\w+|[^\w\s]")
 
 
@@ -36,6 +40,9 @@ def render_report(ledger: Ledger) -> str:
         "title": escape(f"{run.name} — textprop report"),
         "header": _header(run),
         "overview": _overview(run),
+        "search": _search(run),
+        "search_nav": '<a href="#search">Search</a>' if run.candidates else "",
+        "search_style": _resource("search.css") if run.candidates else "",
         "net_change": _net_change(run),
         "usage": _usage(run.usage),
         "steps": _steps(run),
@@ -62,8 +69,11 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
 
 
 def _template() -> Template:
-    text = resources.files("textprop.report").joinpath("template.html").read_text("utf-8")
-    return Template(text)
+    return Template(_resource("template.html"))
+
+
+def _resource(name: str) -> str:
+    return resources.files("textprop.report").joinpath(name).read_text("utf-8")
 
 
 # --- the data, read once --------------------------------------------------------------------
@@ -94,6 +104,7 @@ class _Run:
     usage: dict[str, dict[str, float]]
     engines: dict[str, list[str]]  # role -> engines seen in its calls
     source: str
+    candidates: list[CandidateRow]  # a search's (none for tgd)
 
     @classmethod
     def load(cls, ledger: Ledger) -> _Run:
@@ -112,7 +123,7 @@ class _Run:
                 engines[c["role"]].append(c["engine"])
         name = str(meta.get("name") or meta.get("run_name") or ledger.path.parent.name)
         return cls(name=name, meta=meta, steps=steps, usage=ledger.usage_by_role(),
-                   engines=engines, source=ledger.path.name)
+                   engines=engines, source=ledger.path.name, candidates=ledger.candidates())
 
     @property
     def baseline(self) -> _Step | None:
@@ -136,6 +147,18 @@ class _Run:
         if isinstance(final, dict) and final.get("test_score") is not None:
             return float(final["test_score"])
         return self.best.row["test_score"] if self.best else None
+
+    @property
+    def final_step(self) -> _Step | None:
+        """A search's last step, the one that made the final pick (None before it)."""
+        return next((s for s in reversed(self.steps) if "final" in s.row["search_state"]),
+                    None)
+
+    @property
+    def final_pick(self) -> dict[str, Any] | None:
+        """{"pick": id, "rule": text, "candidates": [...]} of a search's final step."""
+        step = self.final_step
+        return step.row["search_state"]["final"] if step else None
 
     @property
     def status(self) -> str:
@@ -358,17 +381,270 @@ def _footer(run: _Run) -> str:
             f"<code>{escape(run.source)}</code>.")
 
 
+# --- a search's candidates ------------------------------------------------------------------
+def _pick_note(run: _Run) -> str:
+    """How the final pick stands: made, awaiting a reviewer, or rejected by one."""
+    step = run.final_step
+    status = step.status if step else ""
+    return {"pending": "final pick, awaiting approval",
+            "rejected": "final pick, rejected by a reviewer"}.get(status, "final pick")
+
+
+def _pick_id(run: _Run) -> int | None:
+    final = run.final_pick
+    return int(final["pick"]) if final and final.get("pick") is not None else None
+
+
+def _pool_at(run: _Run, step: int) -> Pool:
+    """The pool as it stood after `step`: the seed and the candidates accepted so far."""
+    return Pool(Candidate(c.id, c.values, c.val_per_example or {}, c.parents)
+                for c in run.candidates if c.status in POOL and c.step <= step
+                and c.val_per_example is not None)
+
+
+def front_history(run: _Run) -> list[tuple[int, int, float | None]]:
+    """(step, size of the Pareto front, best validation score) after each search step.
+
+    The front is the pool's non-dominated candidates (`Pool.leaders`) over the search part of
+    validation; the final step, which only re-scores the top candidates, is left out.
+    """
+    out = []
+    for step in run.steps:
+        if "final" in step.row["search_state"]:
+            continue
+        pool = _pool_at(run, step.number)
+        out.append((step.number, len(pool.leaders()),
+                    pool.best().score if len(pool) else None))
+    return out
+
+
+def _search(run: _Run) -> str:
+    """The search section (lineage, front over time, per-example scores, every candidate);
+    empty for a run without candidates, so a tgd run's page is as it was."""
+    if not run.candidates:
+        return ""
+    pick, final = _pick_id(run), run.final_pick
+    made = [c for c in run.candidates if c.origin != "seed"]
+    counts: dict[str, int] = {}
+    for c in made:
+        counts[c.status] = counts.get(c.status, 0) + 1
+    tally = ", ".join(f'<span class="count count-{_slug(k)}">{n} {escape(k)}</span>'
+                      for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    proposals = sum(1 for s in run.steps if s.status != "baseline"
+                    and "final" not in s.row["search_state"])
+    lede = (f"{len(made)} candidates from {proposals} proposals"
+            + (f": {tally}" if tally else "") + ".")
+    if pick is not None and final:
+        lede += (f' {escape(_pick_note(run)).capitalize()}: <a href="#cand-{pick}">#{pick}</a>'
+                 f', {escape(str(final.get("rule", "")))}.')
+    history = front_history(run)
+    front = list(_pool_at(run, history[-1][0]).leaders()) if history else []
+    tree = lineage_tree(run.candidates, pick=pick, pick_note=_pick_note(run), front=front)
+    return (f'<section class="card" id="search"><h2>Search</h2><p class="lede">{lede}</p>'
+            f'<h3 id="search-lineage">Lineage</h3><figure class="lineage-box">{tree}'
+            "<figcaption>One row per candidate, under the parent it was made from; a merge's "
+            "second parent is joined by a dashed line. Square: the seed, circle: a mutation, "
+            "diamond: a merge. Filled: in the pool; hollow: not (a cross if rejected). Click "
+            "a row for its values and feedback.</figcaption></figure>"
+            f'<h3 id="search-front">Pareto front over time</h3>{_front_charts(history)}'
+            f'<h3 id="search-examples">Best candidates by validation example</h3>'
+            f"{_per_example(run, pick)}"
+            f'<h3 id="search-candidates">Candidates</h3>{_candidates(run, pick)}</section>\n')
+
+
+def _front_charts(history: list[tuple[int, int, float | None]]) -> str:
+    if not history:
+        return '<p class="empty">No search steps recorded yet.</p>'
+    xs = [n for n, _, _ in history]
+    sizes = [float(k) for _, k, _ in history]
+    top = max(sizes, default=0.0)
+    tick = max(1.0, nice_step(top / 5))
+    y_max = max(4.0, -(-top // tick) * tick)
+    frame = Frame(width=540, height=260, left=56, right=20, top=40, bottom=48)
+    size_chart = line_chart(xs, [Series("front", "non-dominated candidates", sizes,
+                                        "#7c3aed", dashed=False)],
+                            y_label="Candidates", frame=frame, y_range=(0.0, y_max),
+                            value_format=".0f")
+    best_chart = line_chart(xs, [Series("best", "best validation (search part)",
+                                        [b for _, _, b in history], "#4f46e5",
+                                        bridge_gaps=True)],
+                            y_label="Score", frame=frame)
+    return ('<div class="front-charts">'
+            f'<figure class="chart-box front-size">{size_chart}<figcaption>Size of the Pareto '
+            "front after each step: the pool's candidates that are best on some validation "
+            "example no other surviving candidate also leads.</figcaption></figure>"
+            f'<figure class="chart-box front-best">{best_chart}<figcaption>Best mean '
+            "validation score in the pool after each step, over the part of validation the "
+            "search sees.</figcaption></figure></div>")
+
+
+def _per_example(run: _Run, pick: int | None) -> str:
+    """The top candidates by validation (and the final pick) against every validation
+    example, held-back examples (scored only for the final candidates) last."""
+    pool = [c for c in run.candidates if c.status in POOL and c.val_per_example]
+    if not pool:
+        return '<p class="empty">No candidate has per-example validation scores.</p>'
+    ranked = sorted(pool, key=lambda c: (-_mean_of(c), c.id))
+    rows = ranked[:TOP_CANDIDATES]
+    rows += [c for c in ranked[TOP_CANDIDATES:] if c.id == pick]
+    examples = list(dict.fromkeys(e for c in pool for e in (c.val_per_example or {})))
+    final = {int(f["id"]): f for f in (run.final_pick or {}).get("candidates", [])}
+    held = list(dict.fromkeys(e for f in final.values()
+                              for e in (f.get("holdout_per_example") or {})))
+    head = ("<tr><th>Candidate</th><th class=\"num\">Search</th>"
+            + ('<th class="num">Held back</th><th class="num">All</th>' if held else "")
+            + "".join(_example_head(e, "") for e in examples)
+            + "".join(_example_head(e, _held(i)) for i, e in enumerate(held)) + "</tr>")
+    body = []
+    for c in rows:
+        f = final.get(c.id, {})
+        scores = c.val_per_example or {}
+        held_scores = f.get("holdout_per_example") or {}
+        tag = (f' <span class="pick-tag">★ {escape(_pick_note(run))}</span>'
+               if c.id == pick else "")
+        cells = [f'<td class="cand"><a href="#cand-{c.id}">#{c.id}</a> '
+                 f'<span class="muted small">{escape(c.origin)}</span>{tag}</td>',
+                 f'<td class="num">{_score(_mean_of(c))}</td>']
+        if held:
+            cells += [f'<td class="num">{_score(f.get("holdout"))}</td>',
+                      f'<td class="num">{_score(f.get("full_val"))}</td>']
+        cells += [_example_cell(c.id, e, scores.get(e), "") for e in examples]
+        cells += [_example_cell(c.id, e, held_scores.get(e), _held(i))
+                  for i, e in enumerate(held)]
+        cls = ' class="pick"' if c.id == pick else ""
+        body.append(f'<tr data-candidate="{c.id}"{cls}>{"".join(cells)}</tr>')
+    best = [max((c.val_per_example or {}).get(e, 0.0) for c in pool) for e in examples]
+    held_best = [max((f.get("holdout_per_example") or {}).get(e, 0.0)
+                     for f in final.values()) for e in held]
+    foot = ('<tr class="pool-best"><td>best in the pool</td><td></td>'
+            + ("<td></td><td></td>" if held else "")
+            + "".join(_example_cell(None, e, v, "") for e, v in zip(examples, best, strict=True))
+            + "".join(_example_cell(None, e, v, _held(i))
+                      for i, (e, v) in enumerate(zip(held, held_best, strict=True))) + "</tr>")
+    shown = (f"The top {min(len(ranked), TOP_CANDIDATES)} of {len(pool)} pool candidates by "
+             "validation" + (" and the final pick" if len(rows) > TOP_CANDIDATES else ""))
+    note = (f"; the {len(held)} held-back examples were scored only for the final candidates"
+            if held else "")
+    return (f'<div class="heat-scroll"><table class="heat"><thead>{head}</thead>'
+            f"<tbody>{''.join(body)}</tbody><tfoot>{foot}</tfoot></table></div>"
+            f"<p class=\"caption\">{shown}, one column per validation example (1: solved, "
+            f"0: not){note}. The last row is the best score any pool candidate has on the "
+            "example.</p>")
+
+
+def _held(index: int) -> str:
+    """The class of a held-back example's column: the first one starts the group."""
+    return " held held-first" if index == 0 else " held"
+
+
+def _mean_of(c: CandidateRow) -> float:
+    if c.val_score is not None:
+        return float(c.val_score)
+    scores = c.val_per_example or {}
+    return sum(scores.values()) / max(len(scores), 1)
+
+
+def _example_head(example: str, extra: str) -> str:
+    return (f'<th class="ex{extra}" title="{escape(example)}"><span>{escape(example)}</span>'
+            "</th>")
+
+
+def _example_cell(candidate: int | None, example: str, v: float | None, extra: str) -> str:
+    data = f' data-example="{escape(example)}"'
+    if v is None:
+        return f'<td class="ex ex-none{extra}"{data} title="not scored">·</td>'
+    kind = "good" if v >= 0.999 else "bad" if v <= 0.001 else "partial"
+    who = f"#{candidate} · " if candidate is not None else ""
+    text = f"{v:.0f}" if kind != "partial" else f"{v:.2f}"
+    return (f'<td class="ex ex-{kind}{extra}"{data} data-score="{v:.6g}" '
+            f'title="{escape(f"{who}{example}: {v:.2f}")}">{text}</td>')
+
+
+def _candidates(run: _Run, pick: int | None) -> str:
+    by_id = {c.id: c for c in run.candidates}
+    return "".join(_candidate(c, by_id, pick, _pick_note(run)) for c in run.candidates)
+
+
+def _candidate(c: CandidateRow, by_id: dict[int, CandidateRow], pick: int | None,
+               pick_note: str) -> str:
+    parents = ", ".join(f'<a href="#cand-{p}">#{p}</a>' for p in c.parents)
+    facts = [escape(c.origin), *([f"from {parents}"] if parents else []),
+             f'<a href="#step-{c.step}">step {c.step}</a>']
+    if c.gate_after is not None:
+        facts.append(f"gate {_score(c.gate_before)} → {_score(c.gate_after)}")
+    tag = (f'<span class="pick-tag">★ {escape(pick_note)}</span>' if c.id == pick else "")
+    summary = (f'<summary><span class="cand-id">#{c.id}</span> {_badge(c.status)} '
+               f'<span class="cand-facts">{" · ".join(facts)}</span> '
+               f'<span class="cand-val">validation {_score(c.val_score)}</span> {tag}'
+               "</summary>")
+    reason = f'<p class="reason">{escape(c.reason)}</p>' if c.reason else ""
+    batch = (f'<p class="cand-batch muted small">Gated on {len(c.minibatch)} examples: '
+             f"{escape(', '.join(c.minibatch))}</p>" if c.minibatch else "")
+    if not c.parents:
+        body = _initial_values(c.values)
+    else:
+        body = "".join(_against(c, by_id.get(p), p, len(c.parents) > 1) for p in c.parents)
+    feedback = "".join(
+        f'<details class="feedback"><summary>Feedback on <code>{escape(name)}</code> '
+        f'<span class="muted">({len(text.split())} words)</span></summary>'
+        f'<div class="feedback-body">{escape(text.strip())}</div></details>'
+        for name, text in c.feedback.items() if text.strip())
+    cls = f"candidate cand-{_slug(c.status)}" + (" cand-pick" if c.id == pick else "")
+    return (f'<details class="{cls}" id="cand-{c.id}" data-id="{c.id}">{summary}'
+            f'<div class="cand-body">{reason}{batch}{body}{feedback}</div></details>')
+
+
+def _against(c: CandidateRow, parent: CandidateRow | None, parent_id: int,
+             several: bool) -> str:
+    """The candidate's values diffed against one parent's, parameter by parameter."""
+    if parent is None:
+        return f'<p class="empty">Parent #{parent_id} is not in the ledger.</p>'
+    names = list(dict.fromkeys([*parent.values, *c.values]))
+    changed = [n for n in names if parent.values.get(n, "") != c.values.get(n, "")]
+    head = (f'<p class="against">Against <a href="#cand-{parent_id}">#{parent_id}</a>'
+            + (f' <span class="muted">({len(changed)} of {len(names)} parameters differ)'
+               "</span>" if several else "") + "</p>") if several else ""
+    if not changed:
+        return head + '<p class="no-change">Same values as its parent.</p>'
+    blocks = [f'<div class="param"><div class="param-head"><code class="param-name">'
+              f"{escape(n)}</code></div>"
+              f"{diff_table(parent.values.get(n, ''), c.values.get(n, ''))}</div>"
+              for n in changed]
+    return head + "".join(blocks)
+
+
+def _step_candidates(step: _Step, candidates: list[CandidateRow], run: _Run) -> str:
+    """Links from a search step to the candidates it proposed (or, last, to the pick)."""
+    final = step.row["search_state"].get("final")
+    if isinstance(final, dict) and final.get("pick") is not None:
+        compared = ", ".join(f'<a href="#cand-{int(f["id"])}">#{int(f["id"])}</a>'
+                             for f in final.get("candidates", []))
+        return (f'<p class="step-cands">{escape(_pick_note(run)).capitalize()}: '
+                f'<a href="#cand-{int(final["pick"])}">#{int(final["pick"])}</a>'
+                + (f' <span class="muted">· compared: {compared}</span>' if compared else "")
+                + "</p>")
+    if not candidates:
+        return ""
+    links = " ".join(f'<a href="#cand-{c.id}">#{c.id}</a> {_badge(c.status)}'
+                     for c in candidates)
+    return f'<p class="step-cands">Candidates: {links}</p>'
+
+
 # --- steps ----------------------------------------------------------------------------------
 def _steps(run: _Run) -> str:
     if not run.steps:
         return '<p class="empty">No steps recorded yet.</p>'
     index = "".join(f'<a class="chip chip-{_slug(s.status)}" href="#step-{s.number}" '
                     f'title="{escape(s.status)}">{s.number}</a>' for s in run.steps)
+    by_step: dict[int, list[CandidateRow]] = {}
+    for c in run.candidates:
+        by_step.setdefault(c.step, []).append(c)
     return (f'<nav class="step-index" aria-label="Steps">{index}</nav>'
-            + "".join(_step(s) for s in run.steps))
+            + "".join(_step(s, _step_candidates(s, by_step.get(s.number, []), run))
+                      for s in run.steps))
 
 
-def _step(step: _Step) -> str:
+def _step(step: _Step, candidates: str = "") -> str:
     row = step.row
     calls = step.calls
     facts = [f"epoch {row['epoch']}",
@@ -381,19 +657,25 @@ def _step(step: _Step) -> str:
             f"{step.number}</a></h3>{_badge(step.status)}{approval}"
             f'<span class="step-facts">{escape(" · ".join(facts))}</span></header>')
     reason = f'<p class="reason">{escape(row["reason"])}</p>' if row["reason"] else ""
+    final = "final" in row["search_state"]  # a search's final pick: it revises nothing
     body = (_initial_values(row["values"]) if step.status == "baseline" and not step.revisions
             else "".join(_revision(r, step.status) for r in step.revisions)
-            or '<p class="empty">No parameter revisions recorded for this step.</p>')
+            or ("" if final else
+                '<p class="empty">No parameter revisions recorded for this step.</p>'))
     return (f'<section class="step step-{_slug(step.status)}" id="step-{step.number}">'
-            f"{head}{_step_scores(step)}{reason}{body}{_losses(step.losses)}</section>")
+            f"{head}{_step_scores(step)}{reason}{candidates}{body}{_losses(step.losses)}"
+            "</section>")
 
 
 def _step_scores(step: _Step) -> str:
     row = step.row
     n = {split: len(e["per_example"]) for split, e in step.evaluations.items()}
     val_n = n.get("val") or n.get("val_proposal")
+    # A search's final pick is scored on all of validation, the steps before it on the
+    # search's part only: the two do not compare.
     vs_best = (_delta(row["val_score"] - step.best_before, f"vs best {step.best_before:.3f}")
-               if row["val_score"] is not None and step.best_before is not None else "")
+               if row["val_score"] is not None and step.best_before is not None
+               and "final" not in row["search_state"] else "")
     items = [
         ("Batch", _score(row["batch_score"]), ""),
         ("Validation", _score(row["val_score"]),
