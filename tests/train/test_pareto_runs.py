@@ -104,9 +104,8 @@ def test_sigkill_mid_search_then_resume_equals_an_uninterrupted_run(tmp_path, ex
         cut.mkdir()
         config = pareto_config(cut, server.base_url, max_proposals=6, parallel=2, **extra)
         first = optimize(config, cut / "run")
-        kill_mid_request(first, server, cut / "run", after_steps=3)  # baseline + 1 round
-        in_flight_at_kill = {json.dumps(r.body, sort_keys=True) for r in server.requests
-                             if r.ended is None}
+        in_flight_at_kill = kill_mid_request(first, server, cut / "run",
+                                             after_steps=3)  # baseline + 1 round
         second = optimize(config, cut / "run", "--resume")
         out, err = second.communicate(timeout=120)
 
