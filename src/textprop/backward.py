@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from textprop.engines.base import Engine, Request, as_engine
+from textprop.engines.base import Engine, Request, as_engine, require_images_support
 from textprop.errors import EngineReplyError, MissingEngineError
 from textprop.feedback import (
     backward_request,
@@ -24,6 +25,7 @@ from textprop.feedback import (
     reduce_request,
     salvage_feedback,
 )
+from textprop.images import Image
 from textprop.variable import FeedbackContext, Gradient, Variable
 
 if TYPE_CHECKING:
@@ -40,12 +42,14 @@ class BackwardContext:
     max_tokens: int | None = 300
 
     async def feedback(self, *, target: Variable, output: Variable, conversation: str,
-                       source: str) -> Gradient:
-        """Ask the engine for feedback on `target`, an input of the step that made `output`."""
+                       source: str, images: Sequence[Image] = ()) -> Gradient:
+        """Ask the engine for feedback on `target`, an input of the step that made `output`;
+        `images` (the step's) go with the request."""
         request = backward_request(
             target=target, conversation=conversation, output=output,
             output_feedback=output.get_gradient_text(), structured=self.structured,
-            max_sentences=self.max_sentences, max_tokens=self.max_tokens)
+            max_sentences=self.max_sentences, max_tokens=self.max_tokens, images=images)
+        require_images_support(self.engine, request)
         return self.gradient(target, await self._ask(request),
                              FeedbackContext(conversation, output.role_description, source,
                                              output.get_gradient_text()))
@@ -58,13 +62,15 @@ class BackwardContext:
                 raise
             return salvage_feedback(error.reply_text)
 
-    async def feedback_for_inputs(self, step: Step, conversation: str,
-                                  source: str) -> list[tuple[Variable, Gradient]]:
-        """Feedback for every input of `step` that requires grad, asked concurrently."""
-        targets = [v for v in step.inputs if v.requires_grad]
+    async def feedback_for_inputs(self, step: Step, conversation: str, source: str,
+                                  images: Sequence[Image] = ()
+                                  ) -> list[tuple[Variable, Gradient]]:
+        """Feedback for every text input of `step` that requires grad, asked concurrently
+        (an image input gets none: it cannot be rewritten)."""
+        targets = [v for v in step.inputs if v.requires_grad and not v.is_image]
         gradients = await asyncio.gather(*(
             self.feedback(target=t, output=step.output, conversation=conversation,
-                          source=source) for t in targets))
+                          source=source, images=images) for t in targets))
         return list(zip(targets, gradients, strict=True))
 
     @staticmethod

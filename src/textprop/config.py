@@ -32,8 +32,8 @@ class SingletonBackwardEngine:
 
 
 def set_backward_engine(engine: Any, override: bool = False, **kwargs: Any) -> None:
-    if isinstance(engine, str):
-        from textprop.engines.registry import get_engine
+    if isinstance(engine, str):  # TextGrad's engine names, through TextGrad's get_engine
+        from textprop.engine import get_engine
 
         engine = get_engine(engine, **kwargs)
     SingletonBackwardEngine().set_engine(engine, override=override)

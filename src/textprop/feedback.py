@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from textprop.engines.base import Completion, Request
+from textprop.images import Image
 from textprop.prompts import render
 from textprop.variable import Variable
 
@@ -33,8 +35,9 @@ def max_chars_for(max_tokens: int | None) -> int | None:
 
 def backward_request(*, target: Variable, conversation: str, output: Variable,
                      output_feedback: str, structured: bool, max_sentences: int,
-                     max_tokens: int | None) -> Request:
-    """The request asking for feedback on `target`, an input of the step that made `output`."""
+                     max_tokens: int | None, images: Sequence[Image] = ()) -> Request:
+    """The request asking for feedback on `target`, an input of the step that made `output`;
+    the step's `images`, if any, come first in the user message, as in the step's call."""
     focus = render("backward_focus", variable_role=target.role_description,
                    variable_value=target.value, max_sentences=max_sentences)
     if output_feedback.strip():
@@ -44,7 +47,7 @@ def backward_request(*, target: Variable, conversation: str, output: Variable,
     else:
         body = render("backward_from_evaluation", variable_role=target.role_description,
                       conversation=conversation, focus=focus)
-    return _request(body, "backward_system", structured, max_tokens)
+    return _request(body, "backward_system", structured, max_tokens, images)
 
 
 def reduce_request(*, target: Variable, feedbacks: list[str], structured: bool,
@@ -56,9 +59,11 @@ def reduce_request(*, target: Variable, feedbacks: list[str], structured: bool,
     return _request(body, "reduce_system", structured, max_tokens)
 
 
-def _request(body: str, system: str, structured: bool, max_tokens: int | None) -> Request:
+def _request(body: str, system: str, structured: bool, max_tokens: int | None,
+             images: Sequence[Image] = ()) -> Request:
     reply = render("reply_feedback_json" if structured else "reply_feedback_text")
-    return Request.chat(f"{body}\n\n{reply}", render(system), role="backward",
+    text = f"{body}\n\n{reply}"
+    return Request.chat([*images, text] if images else text, render(system), role="backward",
                         max_tokens=max_tokens,
                         json_schema=feedback_schema(max_chars_for(max_tokens)) if structured
                         else None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from textprop.errors import EngineReplyError
 from textprop.functions.base import Feedback, Function, Module, Step
 from textprop.functions.llm_call import FormattedLLMCall, LLMCall, _engine_or_default
 from textprop.prompts import render
@@ -82,6 +83,90 @@ class MultiFieldEvaluation(Module):
     async def aforward(self, inputs: Sequence[Variable]) -> Variable:
         return await self.formatted_llm_call.aforward(self._inputs(inputs),
                                                       "evaluation of a prediction")
+
+
+class MultiFieldTokenParsedEvaluation(MultiFieldEvaluation):
+    """`MultiFieldEvaluation` whose verdict is read from between `parse_tags`."""
+
+    def __init__(self, evaluation_instruction: Variable | str,
+                 role_descriptions: Sequence[str], engine: Any = None,
+                 system_prompt: Variable | None = None,
+                 parse_tags: Sequence[str] | None = None, **options: Any) -> None:
+        super().__init__(evaluation_instruction, role_descriptions, engine, system_prompt,
+                         **options)
+        self.parse_tags = list(parse_tags or ["<ACCURACY>", "</ACCURACY>"])
+
+    def parse_output(self, response: Variable) -> str:
+        """The text between the parse tags of `response` (e.g. "1")."""
+        start, end = self.parse_tags
+        if start not in response.value:
+            raise EngineReplyError(f"the evaluation has no {start} ... {end} verdict",
+                                   provider=self.engine.name, reply_text=response.value)
+        return response.value.split(start, 1)[1].split(end, 1)[0].strip()
+
+
+class MultiChoiceTestTime(Module):
+    """The test-time loss of an answer to a multiple-choice question: an LLM critique."""
+
+    def __init__(self, evaluation_instruction: str, engine: Any = None,
+                 system_prompt: Variable | None = None, **options: Any) -> None:
+        self.tt_system_prompt = system_prompt or Variable(
+            render("multichoice_test_time_system"), requires_grad=False,
+            role_description="system prompt for the test-time evaluation")
+        self.engine = _engine_or_default(engine)
+        escaped = evaluation_instruction.replace("{", "{{").replace("}", "}}")
+        self.format_string = render("multichoice_test_time", instruction=escaped,
+                                    question="{question}", prediction="{prediction}")
+        self.fields = {"prediction": None, "question": None}
+        self.formatted_llm_call = FormattedLLMCall(self.engine, self.format_string,
+                                                   self.fields, self.tt_system_prompt,
+                                                   call_role="loss", **options)
+
+    def _inputs(self, question: str, prediction: Variable) -> dict[str, Variable]:
+        return {"prediction": prediction,
+                "question": Variable(question, requires_grad=False,
+                                     role_description="the multiple choice question")}
+
+    def forward(self, question: str, prediction: Variable) -> Variable:
+        return self.formatted_llm_call(self._inputs(question, prediction),
+                                       f"evaluation of the {prediction.role_description}")
+
+    async def aforward(self, question: str, prediction: Variable) -> Variable:
+        return await self.formatted_llm_call.aforward(
+            self._inputs(question, prediction), f"evaluation of the {prediction.role_description}")
+
+
+class ImageQALoss(Module):
+    """Judge an answer to a question about an image, with the image in the request."""
+
+    fields = ["Evaluation Instruction", "Question", "Image", "Answer"]
+
+    def __init__(self, evaluation_instruction: str, engine: Any = None,
+                 system_prompt: Variable | None = None, **options: Any) -> None:
+        from textprop.functions.multimodal import OrderedFieldsMultimodalLLMCall
+
+        self.evaluation_instruction = Variable(evaluation_instruction, requires_grad=False,
+                                               role_description="evaluation instruction")
+        self.engine = _engine_or_default(engine)
+        self.system_prompt = system_prompt or Variable(
+            render("image_qa_system"), requires_grad=False, role_description=EVAL_SYSTEM_ROLE)
+        self.multimodal_llm_call = OrderedFieldsMultimodalLLMCall(
+            self.engine, self.fields, self.system_prompt, call_role="loss", **options)
+
+    def _inputs(self, image: Variable, question: Variable,
+                response: Variable) -> dict[str, Variable]:
+        return dict(zip(self.fields, [self.evaluation_instruction, question, image, response],
+                        strict=True))
+
+    def forward(self, image: Variable, question: Variable, response: Variable) -> Variable:
+        return self.multimodal_llm_call(self._inputs(image, question, response),
+                                        f"evaluation of the {response.role_description}")
+
+    async def aforward(self, image: Variable, question: Variable,
+                       response: Variable) -> Variable:
+        return await self.multimodal_llm_call.aforward(
+            self._inputs(image, question, response),
+            f"evaluation of the {response.role_description}")
 
 
 class Evaluation(Variable):

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from textprop.errors import GraphError
+from textprop.images import Image, is_url
 
 if TYPE_CHECKING:
     from textprop.engines.base import Engine
     from textprop.functions.base import Step
+    from textprop.graph_view import Graph
 
 
 @dataclass(frozen=True)
@@ -32,20 +34,14 @@ class FeedbackContext:
 class Variable:
     def __init__(
         self,
-        value: str | int | float = "",
+        value: str | bytes | int | float = "",
         image_path: str = "",
         predecessors: Iterable[Variable] | None = None,
         requires_grad: bool = True,
         *,
         role_description: str,
     ) -> None:
-        if image_path:
-            raise GraphError("image variables are not supported by textprop yet; "
-                             "pass text as the value")
-        if not isinstance(value, str):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TypeError(f"Variable value must be text, got {type(value).__name__}")
-            value = str(value)
+        image, value = _image_and_value(value, image_path)
         if not isinstance(role_description, str) or not role_description.strip():
             raise TypeError("Variable needs a role_description: a short phrase saying what "
                             "this text is for, e.g. 'system prompt to the solver'")
@@ -58,7 +54,8 @@ class Variable:
         if not requires_grad and any(p.requires_grad for p in ordered):
             raise GraphError("a variable that does not require grad cannot have predecessors "
                              "that do")
-        self.value: str = value
+        self.value: str | bytes = value
+        self.image: Image | None = image  # set when the variable holds an image
         self.role_description: str = role_description
         self.requires_grad: bool = requires_grad
         self.predecessors: list[Variable] = ordered
@@ -107,7 +104,18 @@ class Variable:
     def set_role_description(self, role_description: str) -> None:
         self.role_description = role_description
 
+    @property
+    def is_image(self) -> bool:
+        return self.image is not None
+
+    @property
+    def text(self) -> str:
+        """The value as text: an image shows as its short description."""
+        return self.image.describe() if self.image is not None else str(self.value)
+
     def get_short_value(self, n_words_offset: int = 10) -> str:
+        if self.image is not None:
+            return self.text
         words = self.value.split(" ")
         if len(words) <= 2 * n_words_offset:
             return self.value
@@ -133,6 +141,13 @@ class Variable:
 
         await run_backward(self, engine, **options)
 
+    def generate_graph(self, print_gradients: bool = False) -> Graph:
+        """The graph this variable came from, as Graphviz DOT (`.source`; `.svg()` with
+        Graphviz installed)."""
+        from textprop.graph_view import generate_graph
+
+        return generate_graph(self, print_gradients)
+
     # --- composition ---------------------------------------------------------------------
     def __add__(self, other: Variable) -> Variable:
         from textprop.functions.combine import Sum
@@ -142,12 +157,35 @@ class Variable:
         return Sum()([self, other])
 
     def __str__(self) -> str:
-        return self.value
+        return self.text
 
     def __repr__(self) -> str:
-        value = self.value if len(self.value) <= 60 else self.value[:57] + "..."
+        text = self.text
+        value = text if len(text) <= 60 else text[:57] + "..."
         return (f"Variable(value={value!r}, role={self.role_description!r}, "
                 f"grads={len(self._gradients)})")
+
+
+def _image_and_value(value: Any, image_path: str) -> tuple[Image | None, str | bytes]:
+    """A variable's image (from bytes, a file or a URL) and its value."""
+    if image_path:
+        if value not in ("", b""):
+            raise GraphError("give a Variable either a value or an image_path, not both")
+        if is_url(image_path):
+            return Image.from_url(image_path), image_path  # sent as a URL, not downloaded
+        try:
+            with open(image_path, "rb") as handle:
+                value = handle.read()
+        except OSError as exc:
+            raise GraphError(f"cannot read the image file {image_path}: {exc.strerror}") from None
+    if isinstance(value, bytes | bytearray):
+        return Image.from_bytes(bytes(value)), bytes(value)
+    if not isinstance(value, str):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"Variable value must be text or image bytes, got "
+                            f"{type(value).__name__}")
+        value = str(value)
+    return None, value
 
 
 class Gradient(Variable):

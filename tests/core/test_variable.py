@@ -43,6 +43,8 @@ def test_a_variable_without_grad_cannot_depend_on_one_with_grad():
 def test_numbers_become_text_and_other_types_are_refused():
     assert tp.Variable(42, role_description="n").value == "42"
     with pytest.raises(TypeError):
+        tp.Variable(["a list"], role_description="list")
+    with pytest.raises(GraphError, match="not an image"):  # bytes are read as an image
         tp.Variable(b"bytes", role_description="image")
 
 

@@ -20,7 +20,7 @@ import importlib.util
 import time
 from typing import TYPE_CHECKING, Any
 
-from textprop.engines.base import Completion, Request, Usage
+from textprop.engines.base import Completion, Message, Request, Usage
 from textprop.engines.sdk import SDKEngine, Secret, parse_json_reply
 from textprop.errors import EngineAuthError, EngineError, EngineUnavailableError
 
@@ -34,10 +34,29 @@ _FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "l
                    "refusal": "content_filter"}
 
 
+def anthropic_content(message: Message) -> str | list[dict[str, Any]]:
+    """A message's content in Anthropic's form: its text, or text and image blocks in order
+    (bytes as a base64 source, a URL image as a url source)."""
+    if not message.parts:
+        return message.content
+    blocks: list[dict[str, Any]] = []
+    for part in message.parts:
+        if isinstance(part, str):
+            blocks.append({"type": "text", "text": part})
+        elif part.url:
+            blocks.append({"type": "image", "source": {"type": "url", "url": part.url}})
+        else:
+            blocks.append({"type": "image", "source": {"type": "base64",
+                                                       "media_type": part.media_type,
+                                                       "data": part.base64}})
+    return blocks
+
+
 class AnthropicEngine(SDKEngine["AsyncAnthropic"]):
     """Claude models via the Messages API. `max_retries` is the SDK's retry budget."""
 
     supports_json_schema = True
+    supports_images = True
     no_model_message = ("AnthropicEngine needs a model name, e.g. "
                         "AnthropicEngine('claude-sonnet-4-5')")
     models_path = "/v1/models"
@@ -79,7 +98,7 @@ class AnthropicEngine(SDKEngine["AsyncAnthropic"]):
         params: dict[str, Any] = {
             "model": request.model or self.model,
             "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
-            "messages": [{"role": m.role, "content": m.content}
+            "messages": [{"role": m.role, "content": anthropic_content(m)}
                          for m in request.messages if m.role != "system"],
         }
         if system:

@@ -19,16 +19,43 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from textprop._sync import run_sync
-from textprop.errors import EngineError, MissingEngineError
+from textprop.errors import EngineError, EngineUnavailableError, MissingEngineError
+from textprop.images import Image
 
 CallRole = Literal["forward", "loss", "backward", "optimizer", "other"]
 CALL_ROLES: tuple[str, ...] = ("forward", "loss", "backward", "optimizer", "other")
 
 
+Part = str | Image
+
+
 @dataclass(frozen=True)
 class Message:
+    """One message. `content` is its text; a message with images also has `parts`, its text
+    and images in order (then `content` shows each image by its short description)."""
+
     role: Literal["system", "user", "assistant"]
     content: str
+    parts: tuple[Part, ...] = ()
+
+    @classmethod
+    def from_parts(cls, role: Literal["system", "user", "assistant"],
+                   parts: Sequence[str | bytes | Image]) -> Message:
+        """A message of text and images (bytes are read as an image)."""
+        items = tuple(Image.from_bytes(p) if isinstance(p, bytes | bytearray) else p
+                      for p in parts)
+        for item in items:
+            if not isinstance(item, str | Image):
+                raise TypeError(f"a message part is text, image bytes or an Image, got "
+                                f"{type(item).__name__}")
+        if not any(isinstance(p, Image) for p in items):
+            return cls(role, "\n".join(items))  # type: ignore[arg-type]
+        text = "\n".join(p if isinstance(p, str) else p.describe() for p in items)
+        return cls(role, text, items)
+
+    @property
+    def images(self) -> tuple[Image, ...]:
+        return tuple(p for p in self.parts if isinstance(p, Image))
 
 
 @dataclass(frozen=True)
@@ -49,12 +76,15 @@ class Request:
     role: CallRole = "other"
 
     @classmethod
-    def chat(cls, prompt: str, system_prompt: str | None = None, **kwargs: Any) -> Request:
-        """The common case: an optional system prompt and one user message."""
+    def chat(cls, prompt: str | Sequence[str | bytes | Image], system_prompt: str | None = None,
+             **kwargs: Any) -> Request:
+        """The common case: an optional system prompt and one user message (text, or a list
+        of text and images)."""
         messages = []
         if system_prompt is not None:
             messages.append(Message("system", system_prompt))
-        messages.append(Message("user", prompt))
+        messages.append(Message("user", prompt) if isinstance(prompt, str)
+                        else Message.from_parts("user", prompt))
         if "stop" in kwargs and kwargs["stop"] is not None:
             kwargs["stop"] = tuple(kwargs["stop"])
         return cls(messages=tuple(messages), **kwargs)
@@ -67,6 +97,10 @@ class Request:
     def prompt(self) -> str:
         """The last user message."""
         return next((m.content for m in reversed(self.messages) if m.role == "user"), "")
+
+    @property
+    def images(self) -> tuple[Image, ...]:
+        return tuple(image for m in self.messages for image in m.images)
 
     def with_(self, **changes: Any) -> Request:
         return replace(self, **changes)
@@ -103,6 +137,13 @@ class Engine(ABC):
     name: str = "engine"
     supports_json_schema: bool = False
 
+    @property
+    def supports_images(self) -> bool:
+        """Whether requests may carry images. Providers that take them set it True; a layer
+        answers for what it wraps (`inner`, or Retry's `engine`)."""
+        inner = getattr(self, "inner", None) or getattr(self, "engine", None)
+        return isinstance(inner, Engine) and inner.supports_images
+
     @abstractmethod
     async def acomplete(self, request: Request) -> Completion:
         """Send one request and return its completion."""
@@ -111,12 +152,24 @@ class Engine(ABC):
         """Sync twin of `acomplete`."""
         return run_sync(self.acomplete(request))
 
-    # TextGrad's engine call style: engine(prompt, system_prompt=...) -> str
-    def __call__(self, prompt: str, system_prompt: str | None = None, **kwargs: Any) -> str:
-        return self.complete(Request.chat(prompt, system_prompt, **kwargs)).text
+    # TextGrad's engine call style: engine(prompt, system_prompt=...) -> str; the prompt may
+    # be a list of text and image bytes (TextGrad's multimodal content).
+    def __call__(self, prompt: str | Sequence[str | bytes | Image],
+                 system_prompt: str | None = None, **kwargs: Any) -> str:
+        request = Request.chat(prompt, system_prompt, **kwargs)
+        require_images_support(self, request)
+        return self.complete(request).text
 
-    def generate(self, prompt: str, system_prompt: str | None = None, **kwargs: Any) -> str:
-        return self(prompt, system_prompt=system_prompt, **kwargs)
+    def generate(self, content: str | Sequence[str | bytes | Image] | None = None,
+                 system_prompt: str | None = None, *, prompt: Any = None,
+                 **kwargs: Any) -> str:
+        """TextGrad's `generate(content=..., system_prompt=...)` (or `prompt=`, its older
+        engines' name)."""
+        if content is None:
+            content = prompt
+        if content is None:
+            raise TypeError("generate() needs the content (text, or text and images)")
+        return self(content, system_prompt=system_prompt, **kwargs)
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release connections or model memory; engines that hold none keep this no-op."""
@@ -133,6 +186,7 @@ class EngineLM(ABC):
 
     system_prompt: str = "You are a helpful, creative, and smart assistant."
     model_string: str = "custom"
+    is_multimodal: bool = False  # True: generate also takes a list of text and image bytes
 
     @abstractmethod
     def generate(self, prompt: Any, system_prompt: str | None = None, **kwargs: Any) -> str:
@@ -142,16 +196,29 @@ class EngineLM(ABC):
         return self.generate(prompt, system_prompt=system_prompt, **kwargs)
 
 
+def require_images_support(engine: Engine, request: Request) -> None:
+    """Refuse, in one message, a request with images to an engine that cannot take them."""
+    if request.images and not engine.supports_images:
+        raise EngineUnavailableError(
+            f"{engine.name} cannot take images: this request has {len(request.images)}. Use "
+            "an engine that reads images (e.g. 'gpt-4o', 'claude-3-5-sonnet-20240620', or an "
+            "OpenAI-compatible vision model)", provider=engine.name)
+
+
 class GenerateAdapter(Engine):
     """Runs an `EngineLM`-style object (anything with `generate`) as an `Engine`.
 
-    Calls go one at a time through a worker thread: user engines are rarely thread-safe.
+    Calls go one at a time through a worker thread: user engines are rarely thread-safe. A
+    request with images reaches `generate` as TextGrad's content list (text and bytes), if
+    the object says `is_multimodal = True`.
     """
 
     supports_json_schema = False
+    supports_images = False  # set per object from its is_multimodal
 
     def __init__(self, target: Any) -> None:
         self.target = target
+        self.supports_images = bool(getattr(target, "is_multimodal", False))
         self.name = f"custom:{getattr(target, 'model_string', type(target).__name__)}"
         self._lock: asyncio.Lock | None = None
 
@@ -173,7 +240,12 @@ class GenerateAdapter(Engine):
         return Completion(text=text, latency_s=time.perf_counter() - start, model=self.name)
 
     def _generate(self, request: Request) -> str:
-        prompt = "\n\n".join(m.content for m in request.messages if m.role != "system")
+        turns = [m for m in request.messages if m.role != "system"]
+        if request.images:
+            content: list[Any] = [p.data if isinstance(p, Image) and p.data else str(p)
+                                  for m in turns for p in (m.parts or (m.content,))]
+            return self.target.generate(content, system_prompt=request.system_prompt)
+        prompt = "\n\n".join(m.content for m in turns)
         return self.target.generate(prompt, system_prompt=request.system_prompt)
 
 

@@ -46,7 +46,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from textprop.engines.base import Completion, Engine, Request, Usage
+from textprop.engines.base import Completion, Engine, Message, Request, Usage
 from textprop.errors import CacheMissError, ConfigError
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ def canonical_request(engine_name: str, request: Request) -> str:
         "v": KEY_VERSION,
         "engine": engine_name,
         "model": request.model,
-        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "messages": [_message_key(m) for m in request.messages],
         "temperature": float(request.temperature),
         "max_tokens": request.max_tokens,
         "seed": request.seed,
@@ -117,6 +117,15 @@ def canonical_request(engine_name: str, request: Request) -> str:
         "json_schema": _plain(request.json_schema, "json_schema"),
     }
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _message_key(message: Message) -> dict[str, Any]:
+    """A message as the key sees it; one with images adds its parts, each image by the
+    sha256 of its bytes (a text-only message keys exactly as before images existed)."""
+    key: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.parts:
+        key["parts"] = [{"text": p} if isinstance(p, str) else p.key() for p in message.parts]
+    return key
 
 
 def cache_key(engine_name: str, request: Request) -> str:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from textprop.engines.base import Completion, Request, Usage
+from textprop.engines.base import Completion, Message, Request, Usage
 from textprop.engines.llama_grammar import llama_cpp_schema
 from textprop.engines.sdk import (
     SDKEngine,
@@ -46,6 +46,15 @@ PLACEHOLDER_KEY = "textprop-no-key"
 _JSON_OBJECT_PROVIDERS = frozenset({"llama.cpp", "llamacpp", "llama-cpp"})
 
 
+def openai_content(message: Message) -> str | list[dict[str, Any]]:
+    """A message's content in OpenAI's form: its text, or text and image_url parts in order
+    (image bytes as a base64 data URL)."""
+    if not message.parts:
+        return message.content
+    return [{"type": "text", "text": p} if isinstance(p, str) else
+            {"type": "image_url", "image_url": {"url": p.data_url}} for p in message.parts]
+
+
 class OpenAIEngine(SDKEngine["AsyncOpenAI"]):
     """Chat completions from OpenAI or any OpenAI-compatible server.
 
@@ -56,6 +65,7 @@ class OpenAIEngine(SDKEngine["AsyncOpenAI"]):
     """
 
     no_model_message = "OpenAIEngine needs a model name, e.g. OpenAIEngine('gpt-4o-mini')"
+    supports_images = True  # sent as image_url parts; the server says if its model cannot
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
                  timeout: float = 60.0, max_retries: int = 3,
@@ -98,7 +108,7 @@ class OpenAIEngine(SDKEngine["AsyncOpenAI"]):
         """The keyword arguments of `chat.completions.create` for `request`."""
         params: dict[str, Any] = {
             "model": request.model or self.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [{"role": m.role, "content": openai_content(m)} for m in request.messages],
             "temperature": request.temperature,
         }
         if request.max_tokens is not None:

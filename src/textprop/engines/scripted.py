@@ -48,6 +48,8 @@ class _Rule:
 
 
 class ScriptedEngine(Engine):
+    supports_images = True  # records images; rules match the messages' text
+
     def __init__(self, *, default: Reply | None = None, supports_json_schema: bool = False,
                  latency_s: float = 0.0, name: str = "scripted") -> None:
         self.name = name

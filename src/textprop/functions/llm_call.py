@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from textprop.demos import Demonstrations, Placement, as_turns, in_system_prompt
@@ -137,6 +138,51 @@ class FormattedLLMCall(LLMCall):
             raise GraphError(f"FormattedLLMCall inputs must match its fields "
                              f"{sorted(self.fields)}: missing {missing}, unexpected {extra}")
         return self.format_string.format(**{k: v.value for k, v in inputs.items()})
+
+
+class LLMCall_with_in_context_examples(LLMCall):  # noqa: N801 - TextGrad's name
+    """TextGrad's planning call: the reply's text between <FINAL> tags is the output, and
+    backward bases its feedback on `in_context_examples`.
+
+    As in TextGrad, a final text saying "The plan doesn't need to be improved" gives None
+    (the caller's signal to stop). A reply without <FINAL> tags is taken whole.
+    """
+
+    stop_phrase = "The plan doesn't need to be improved"
+
+    def forward(self, input_variable: Variable,  # type: ignore[override]
+                response_role_description: str = OUTPUT_ROLE,
+                in_context_examples: list[str] | None = None) -> Variable | None:
+        request = self._request(input_variable.value)
+        return self._final(self.engine.complete(request), request, input_variable,
+                           response_role_description, in_context_examples)
+
+    async def aforward(self, input_variable: Variable,  # type: ignore[override]
+                       response_role_description: str = OUTPUT_ROLE,
+                       in_context_examples: list[str] | None = None) -> Variable | None:
+        request = self._request(input_variable.value)
+        return self._final(await self.engine.acomplete(request), request, input_variable,
+                           response_role_description, in_context_examples)
+
+    def _final(self, completion: Completion, request: Request, input_variable: Variable,
+               role_description: str, examples: list[str] | None) -> Variable | None:
+        text = completion.text
+        if "<FINAL>" in text:
+            text = text.split("<FINAL>", 1)[1].split("</FINAL>", 1)[0].strip()
+        response = self._respond(replace(completion, text=text), request, [input_variable],
+                                 role_description)
+        assert response.grad_fn is not None
+        response.grad_fn.data["in_context_examples"] = list(examples or [])
+        return None if self.stop_phrase in text else response
+
+    async def abackward(self, step: Step, ctx: BackwardContext) -> list[Feedback]:
+        conversation = render("conversation_llm_call",
+                              system_prompt=step.data["system_prompt"] or "",
+                              prompt=step.data["prompt"], output=step.output.value)
+        if step.data["in_context_examples"]:
+            conversation = render("conversation_in_context_examples", conversation=conversation,
+                                  examples="\n".join(step.data["in_context_examples"]))
+        return await ctx.feedback_for_inputs(step, conversation, "llm_call")
 
 
 class BlackboxLLM(Module):

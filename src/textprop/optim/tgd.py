@@ -113,6 +113,7 @@ class TextualGradientDescent(Optimizer):
             items = "\n".join(render("optimizer_memory_item", n=n, feedback=f)
                               for n, f in enumerate(past, 1))
             sections.append(render("optimizer_memory", count=len(past), items=items))
+        sections.extend(self._extra_sections(name))
         if self.constraints:
             sections.append(render("optimizer_constraints", constraints=self.constraint_text))
         if self.in_context_examples:
@@ -122,6 +123,10 @@ class TextualGradientDescent(Optimizer):
                         render("optimizer_reply_tags", start_tag=self.tags[0],
                                end_tag=self.tags[1]))
         return "\n\n".join(sections)
+
+    def _extra_sections(self, name: str) -> list[str]:
+        """Sections a subclass adds after the feedback memory (momentum: past values)."""
+        return []
 
     @staticmethod
     def _feedback_text(variable: Variable) -> str:

@@ -1,5 +1,0 @@
-"""TextGrad's `optimizer` module path; the optimizers live in `textprop.optim`."""
-
-from textprop.optim import TGD, Optimizer, TextualGradientDescent
-
-__all__ = ["TGD", "Optimizer", "TextualGradientDescent"]

@@ -1,0 +1,1 @@
+"""TextGrad's `utils` module path."""
