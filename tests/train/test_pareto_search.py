@@ -4,6 +4,7 @@ budget, the final pick, and the exact prompts of one mutation of a two-step pipe
 from __future__ import annotations
 
 import random
+import zlib
 from pathlib import Path
 
 import pytest
@@ -306,3 +307,30 @@ def test_the_search_must_be_bounded_and_an_unbounded_one_leaves_no_run_folder(tm
     with pytest.raises(ConfigError, match="needs a bound"):
         two_step_run(tmp_path, engine, train=[(1, 1)], val=[(1, 1)])
     assert not (tmp_path / "run").exists()
+
+
+def test_a_child_the_budget_cannot_validate_is_recorded_and_not_validated(tmp_path):
+    from textprop.train.pipeline import PromptPipeline
+
+    from .fake_pipeline import reply
+
+    engine = ScriptedEngine()
+    # every rewrite works, and each minibatch's rewrite reads differently
+    engine.on(lambda r: r.role == "optimizer", lambda r: "<IMPROVED_VARIABLE>End with "
+              f"'Answer: <n>' ({zlib.crc32(r.prompt.encode())}).</IMPROVED_VARIABLE>")
+    engine.on(lambda r: True, lambda r: reply(r.system_prompt or "", r.prompt, False))
+    pipeline = PromptPipeline(engine, "Be brief.")
+    splits = Splits(dataset("train", [(1, 2), (3, 4), (15, 16), (17, 18)]),
+                    dataset("val", [(2, 2), (4, 4)]), dataset("test", []))
+    # baseline 2; each proposal starts only if 4 + 2 remain: two start, one validation fits
+    trainer = Trainer(pipeline, get_metric("numeric"), TGD(pipeline.parameters(), engine=engine),
+                      engine, splits, TrainerSettings(max_metric_calls=12), tmp_path / "run",
+                      strategy=ParetoStrategy(ParetoSettings(minibatch=2, parallel=2,
+                                                             holdout=0)))
+    result = trainer.run()
+
+    candidates = Ledger.in_run(tmp_path / "run").candidates()
+    assert [c.status for c in candidates] == ["seed", "accepted", "unvalidated"]
+    assert candidates[2].reason.endswith("the metric-call budget cannot pay for its validation")
+    assert candidates[2].val_score is None
+    assert result.metric_calls == 2 + 4 + 2 + 4 and result.status == "budget_spent"

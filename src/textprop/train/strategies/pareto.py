@@ -205,9 +205,10 @@ class ParetoStrategy(Strategy):
                                       "a reviewer: the starting values stay", values=values)
 
     # --- a round -------------------------------------------------------------------------
-    def _proposal_cost(self) -> int:
+    def _first_phase_cost(self, kind: str) -> int:
+        """What a proposal may spend before its validation: reserved when it starts."""
         s = self.settings
-        return s.minibatch * (1 + s.children) + len(self.search_val)
+        return s.merge_subsample if kind == "merge" else s.minibatch * (1 + s.children)
 
     async def next_round(self, step: int) -> list[StepRecord]:
         if self.search_done:
@@ -221,10 +222,12 @@ class ParetoStrategy(Strategy):
             if s.max_proposals is not None and number > s.max_proposals:
                 break
             kind = "merge" if merge_first and slot == 0 else "mutation"
-            cost = (s.merge_subsample + len(self.search_val) if kind == "merge"
-                    else self._proposal_cost())
-            if not budget.reserve(cost):
+            cost = self._first_phase_cost(kind)
+            # Start it only if it could also pay for its own validation; that is reserved
+            # when (and if) a child passes the gate, in proposal order.
+            if budget.remaining < cost + len(self.search_val):
                 break
+            budget.reserve(cost)
             slots.append((number, kind, cost))
         if not slots:
             self.status = "budget_spent" if (s.max_proposals is None or step <=
@@ -238,8 +241,10 @@ class ParetoStrategy(Strategy):
                                self.tried_merges, rng)
             if merge is None:  # nothing to merge: the slot mutates instead
                 budget.release(slots[0][2])
-                if budget.reserve(self._proposal_cost()):
-                    slots[0] = (slots[0][0], "mutation", self._proposal_cost())
+                cost = self._first_phase_cost("mutation")
+                if budget.remaining >= cost + len(self.search_val):
+                    budget.reserve(cost)
+                    slots[0] = (slots[0][0], "mutation", cost)
                 else:
                     slots = slots[1:]
                     if not slots:
@@ -248,12 +253,14 @@ class ParetoStrategy(Strategy):
         first_phase = [asyncio.ensure_future(self._in_step(
             number, self._merge(number, merge, reserved) if kind == "merge"
             else self._mutate(number, snapshot, reserved))) for number, kind, reserved in slots]
+        decisions: list[asyncio.Future[_Proposal]] = []
+        for i in range(len(slots)):
+            decisions.append(asyncio.ensure_future(self._decide(first_phase, decisions, i)))
         try:
-            done = await asyncio.gather(*(
-                self._in_step(number, self._dedupe_then_validate(first_phase, i))
-                for i, (number, _, _) in enumerate(slots)))
+            done = await asyncio.gather(*(self._in_step(number, self._validated(decisions[i]))
+                                          for i, (number, _, _) in enumerate(slots)))
         finally:
-            for task in first_phase:
+            for task in first_phase + decisions:
                 task.cancel()
         return self._file([p for p, _ in done], [e for _, e in done])
 
@@ -341,8 +348,7 @@ class ParetoStrategy(Strategy):
             proposal.children.append(row)
             ctx.events.on_candidate_proposed(row)
         gated = await asyncio.gather(*(ctx.score_all(minibatch, p) for _, p in pending))
-        ctx.metric_calls.release(len(minibatch) * (s.children - len(pending)))  # unmade
-        proposal.reserved -= len(minibatch) * s.children
+        proposal.reserved -= len(minibatch) * len(pending)  # the rest is released in turn
         best: tuple[float, CandidateRow] | None = None
         for (row, _), child_scored in zip(pending, gated, strict=True):
             after = _total(child_scored)
@@ -445,7 +451,6 @@ class ParetoStrategy(Strategy):
         record.batch = [e.id for e in subsample]
         pipeline = self._instance(merge.values)
         scored = await ctx.score_all(subsample, pipeline)
-        ctx.metric_calls.release(self.settings.merge_subsample - len(subsample))
         after = _total(scored)
         before = max(sum(c.per_example[e.id] for e in subsample) for c in (first, second))
         passed = after >= before
@@ -463,7 +468,7 @@ class ParetoStrategy(Strategy):
         record.batch_score = row.gate_after
         proposal = _Proposal(record, children=[row], chosen=row if passed else None,
                              known={x.example.id: x.score for x in scored},
-                             reserved=reserved - self.settings.merge_subsample)
+                             reserved=reserved - len(subsample))
         ctx.events.on_candidate_proposed(row)
         ctx.events.on_candidate_gated(row, passed)
         if not passed:
@@ -471,36 +476,52 @@ class ParetoStrategy(Strategy):
         return proposal
 
     # --- validation and filing -----------------------------------------------------------
-    async def _validate(self, proposal: _Proposal) -> EvaluationRow | None:
+    async def _decide(self, first_phase: list[asyncio.Future[_Proposal]],
+                      decisions: list[asyncio.Future[_Proposal]], index: int) -> _Proposal:
+        """Whether proposal `index` is validated, decided once it has made its children and
+        every earlier proposal of the round is decided, so the outcome never depends on
+        which finished first: a child that repeats an earlier one is not validated again,
+        and validation is paid for in proposal order while the budget lasts."""
+        proposal = await first_phase[index]
+        if index:
+            await decisions[index - 1]
+        budget = self.ctx.metric_calls
+        budget.release(proposal.reserved)  # what its first phase did not spend
+        proposal.reserved = 0
         row = proposal.chosen
         if row is None:
-            self.ctx.metric_calls.release(proposal.reserved)
-            return None
+            return proposal
+        earlier = [d.result().chosen for d in decisions[:index]]
+        todo = len([e for e in self.search_val if e.id not in proposal.known])
+        if any(e is not None and e.values == row.values for e in earlier):
+            row.status, row.reason = "duplicate", (row.reason + "; the same values as an "
+                                                   "earlier proposal of this round")
+            proposal.record.reason = "its child repeats an earlier proposal of the round"
+        elif not budget.reserve(todo):
+            row.status = "unvalidated"
+            row.reason += "; the metric-call budget cannot pay for its validation"
+            proposal.record.reason = "its child passed the gate; the budget was spent"
+        else:
+            proposal.reserved = todo
+            return proposal
+        proposal.chosen = None
+        proposal.record.status = "rejected"
+        return proposal
+
+    async def _validated(self, decision: asyncio.Future[_Proposal]
+                         ) -> tuple[_Proposal, EvaluationRow | None]:
+        proposal = await decision
+        row = proposal.chosen
+        if row is None:
+            return proposal, None
         todo = [e for e in self.search_val if e.id not in proposal.known]
         scored = await self.ctx.score_all(todo, self._instance(row.values))
-        self.ctx.metric_calls.release(proposal.reserved - len(todo))
         per_example = {**proposal.known, **{x.example.id: x.score for x in scored}}
         per_example = {e.id: per_example[e.id] for e in self.search_val}
         evaluation = EvaluationRow("val", sum(per_example.values()) / max(len(per_example), 1),
                                    per_example)
         self.ctx.events.on_evaluation("val", evaluation)
-        return evaluation
-
-    async def _dedupe_then_validate(self, first_phase: list[asyncio.Future[_Proposal]],
-                                    index: int) -> tuple[_Proposal, EvaluationRow | None]:
-        """Validate proposal `index` as soon as it and the proposals before it have made
-        their children: proposals side by side may find the same rewrite, and only the
-        first of them is validated (deterministically, whatever finished first)."""
-        proposal = await first_phase[index]
-        earlier = [(await task).chosen for task in first_phase[:index]]
-        row = proposal.chosen
-        if row is not None and any(e is not None and e.values == row.values for e in earlier):
-            row.status, row.reason = "duplicate", (row.reason + "; the same values as an "
-                                                   "earlier proposal of this round")
-            proposal.chosen = None
-            proposal.record.status = "rejected"
-            proposal.record.reason = "its child repeats an earlier proposal of the round"
-        return proposal, await self._validate(proposal)
+        return proposal, evaluation
 
     def _file(self, proposals: list[_Proposal],
               evaluations: list[EvaluationRow | None]) -> list[StepRecord]:
