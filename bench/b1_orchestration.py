@@ -18,11 +18,26 @@ the cache off. Both talk to textprop's test server (real HTTP) answering every c
 * optimizer: the starting prompt + "Revision k", between <IMPROVED_VARIABLE> tags, or as
   JSON {"improved_variable": ...} when the request has a response_format.
 
+The pareto runs (`textprop optimize` with `[strategy] kind = "pareto"`, settings from the
+`--pareto-*` flags) get the same replies but two: training questions are right by the hash
+too (`--pareto-train-right`, 40 %), since the gate re-runs a child on the training
+minibatch and a child that gets all of it wrong can never beat its parent; and a rewrite is
+numbered by a hash of its request, so runs side by side take the same path every time.
+`floor` sends `--floor-calls` independent forward calls through textprop's engine stack:
+no dependency at all, so what it takes above the bound is the client and the machine.
+
 The server counts the calls by kind and their times; the critical path is the longest chain
 of calls each of which began after the previous one ended (the dependent rounds as run).
+The bound is every call at the server (forward, feedback, reduction, rewrite; test
+included) / workers x 0.2 s: all of them pass the same `workers` slots. Per run the JSON
+also has the calls by phase (before the first training question, the search, the final
+pick and test), the calls in flight per 100 ms, and for pareto each round from the ledger
+(its proposals, calls, dependent rounds, bound, mean in flight); `<out>_calls.json` holds
+every call's arrival and end.
 
-    python bench/b1_orchestration.py                      # both pairs (32 and 4 workers)
+    python bench/b1_orchestration.py                      # textgrad + textprop, 32 and 4 workers
     python bench/b1_orchestration.py --workers 32 --out bench/results/b1_orchestration.json
+    python bench/b1_orchestration.py --workers 32 --frameworks pareto   # the pareto row alone
 """
 
 from __future__ import annotations
@@ -82,20 +97,23 @@ class Replies:
     `train_right` is the share (percent) of training questions answered right, by the same
     hash as validation: 0 (always wrong) for TextGrad and textprop tgd; the pareto run
     needs some right, since its gate re-runs a child on the training minibatch and a child
-    that gets everything wrong there can never beat its parent.
+    that gets everything wrong there can never beat its parent. `hashed` (the pareto runs)
+    numbers a rewrite by a hash of its request instead of the order the rewrites arrive in,
+    which varies with timing when proposals run side by side: so a pareto run takes the
+    same path every time.
     """
 
     def __init__(self, targets: dict[str, str], train: set[str], right_percent: int = 55,
                  train_right: int = 0) -> None:
         self.targets, self.train, self.right = targets, train, right_percent
-        self.train_right = train_right
+        self.train_right, self.hashed = train_right, False
         self.lock = threading.Lock()
         self.optimizer_calls = 0
 
-    def reset(self, train_right: int = 0) -> None:
+    def reset(self, train_right: int = 0, hashed: bool = False) -> None:
         with self.lock:
             self.optimizer_calls = 0
-            self.train_right = train_right
+            self.train_right, self.hashed = train_right, hashed
 
     def __call__(self, body: dict) -> str:
         kind = classify(body)
@@ -112,6 +130,9 @@ class Replies:
             with self.lock:
                 self.optimizer_calls += 1
                 k = self.optimizer_calls
+            if self.hashed:  # proposals side by side: the same request, the same rewrite
+                k = int.from_bytes(hashlib.sha256(json.dumps(
+                    body.get("messages"), sort_keys=True).encode()).digest()[:3], "big")
             new = f"{START_PROMPT} Revision {k}: list each object with its count, then add."
             if wants_json:
                 return json.dumps({"improved_variable": new})
@@ -415,7 +436,7 @@ PARETO_FLAGS = (
     ("children", 1, "rewrites per proposal"),
     ("holdout", 0.25, "share of validation held back for the final pick"),
     ("final_candidates", 3, "candidates re-scored on the held-out part"),
-    ("max_metric_calls", 1300, "the budget: pipeline runs of train and validation "
+    ("max_metric_calls", 1340, "the budget: pipeline runs of train and validation "
                                "examples, the baseline's validation included (0: none)"),
     ("max_proposals", 0, "stop after this many proposals (0: no limit)"),
 )
@@ -488,7 +509,8 @@ def main() -> int:
             row: dict = {"workers": workers}
             for name in frameworks:
                 server.reset()
-                replies.reset(args.pareto_train_right if name in settings else 0)
+                replies.reset(args.pareto_train_right if name in settings else 0,
+                              hashed=name in settings)
                 print(f"running {name} with {workers} workers", file=sys.stderr, flush=True)
                 t_mono, t_wall = time.monotonic(), time.time()
                 own = resource.getrusage(resource.RUSAGE_SELF)
