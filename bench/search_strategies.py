@@ -60,11 +60,7 @@ max_tokens = 40
 [metric]
 name = "exact_match"
 
-[optimizer]
-gradient_memory = 2
-max_tokens = 200
-feedback_max_tokens = 150
-feedback_sentences = 3
+{optimizer}
 constraints = ["The prompt must work for any date, not only the dates in the examples."]
 """,
     "boolean": """
@@ -81,13 +77,15 @@ max_tokens = 96
 [metric]
 name = "exact_match"
 
-[optimizer]
+{optimizer}
+""",
+}
+
+OPTIMIZER = """[optimizer]
 gradient_memory = 2
 max_tokens = 200
 feedback_max_tokens = 150
-feedback_sentences = 3
-""",
-}
+feedback_sentences = 3"""
 
 ROLES = {
     "demo": "system prompt to the language model that rewrites dates; it is reused for "
@@ -117,7 +115,8 @@ final_candidates = 3
 
 def config_text(task: str, strategy: str, seed: int, args: argparse.Namespace) -> str:
     return (f'[run]\nname = "{task}-{strategy}-s{seed}"\nseed = {seed}\n'
-            + TASKS[task].format(bbh=BBH, val=args.val, test=args.test, role=ROLES[task])
+            + TASKS[task].format(bbh=BBH, val=args.val, test=args.test, role=ROLES[task],
+                               optimizer=OPTIMIZER)
             + STRATEGIES[strategy] + ENGINES
             + f'\n[cache]\npath = "{RUNS / "cache.sqlite3"}"\n'
             + f"\n[budget]\nmax_metric_calls = {args.max_metric_calls}\n")

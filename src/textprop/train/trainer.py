@@ -22,7 +22,6 @@ from textprop.data.dataset import Dataset, Splits
 from textprop.engines.base import Engine
 from textprop.ledger import EvaluationRow, Ledger, StepRecord
 from textprop.optim.optimizer import Optimizer
-from textprop.train.acceptance import Rule
 from textprop.train.context import (
     CURRENT_STEP,
     FeedbackSettings,
@@ -36,14 +35,9 @@ from textprop.train.strategies.tgd import TGDSettings, TGDStrategy
 
 
 @dataclass
-class TrainerSettings:
-    epochs: int = 1
-    batch_size: int = 3
-    steps_per_epoch: int | None = None  # None: every batch of the epoch
-    acceptance: Rule = "non_decrease"
-    alpha: float = 0.1  # significance level of the "paired" rule
-    test_every_step: bool = False
-    early_stopping: int = 0  # stop after this many steps without improvement; 0: never
+class TrainerSettings(TGDSettings):
+    """The run's settings; the inherited ones are the default `tgd` strategy's."""
+
     approval: bool = False  # a validated revision waits for `textprop approve`
     seed: int = 0
     condense_batch_feedback: bool = True  # BatchReduce (one condensed gradient) or Sum
@@ -53,8 +47,7 @@ class TrainerSettings:
 
     def tgd(self) -> TGDSettings:
         """The settings of the default `tgd` strategy."""
-        return TGDSettings(**{f.name: getattr(self, f.name) for f in fields(TGDSettings)
-                              if hasattr(self, f.name)})
+        return TGDSettings(**{f.name: getattr(self, f.name) for f in fields(TGDSettings)})
 
 
 @dataclass
