@@ -105,8 +105,8 @@ acceptance = "non_decrease"
 [strategy]
 kind = "pareto"
 minibatch = 3
-children = 2
-parallel = 1
+children = 1
+parallel = 2
 holdout = 0.25
 final_candidates = 3
 """,
