@@ -334,3 +334,36 @@ def test_a_child_the_budget_cannot_validate_is_recorded_and_not_validated(tmp_pa
     assert candidates[2].reason.endswith("the metric-call budget cannot pay for its validation")
     assert candidates[2].val_score is None
     assert result.metric_calls == 2 + 4 + 2 + 4 and result.status == "budget_spent"
+
+
+class Unclonable:
+    """A user's pipeline with no clone(): the search must run one candidate at a time."""
+
+    def __init__(self, inner: TwoStepPipeline) -> None:
+        self.inner = inner
+
+    def parameters(self):
+        return self.inner.parameters()
+
+    async def aforward(self, example):
+        return await self.inner.aforward(example)
+
+
+def test_a_pipeline_without_clone_is_searched_one_candidate_at_a_time(tmp_path):
+    engine = arithmetic_engine()
+    pipeline = Unclonable(TwoStepPipeline(engine, "Make a plan.", "Answer."))
+    splits = Splits(dataset("train", [(1, 2), (3, 4)]), dataset("val", [(2, 2), (4, 4)]),
+                    dataset("test", []))
+
+    def trainer(**settings):
+        return Trainer(pipeline, get_metric("numeric"),
+                       TGD(pipeline.parameters(), engine=engine), engine, splits,
+                       TrainerSettings(), tmp_path / "run", strategy=ParetoStrategy(
+                           ParetoSettings(minibatch=2, components="all", max_proposals=1,
+                                          holdout=0.5, **settings)))
+
+    with pytest.raises(ConfigError, match="without clone"):
+        trainer(parallel=2)
+    assert not (tmp_path / "run").exists()
+    result = trainer(parallel=1).run()
+    assert result.values == {"plan": LISTED, "answer": SUM_ONLY}

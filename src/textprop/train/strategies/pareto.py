@@ -120,6 +120,11 @@ class ParetoStrategy(Strategy):
         if self.settings.max_proposals is None and ctx.metric_calls.limit is None:
             raise ConfigError("the pareto strategy needs a bound: [budget] max_metric_calls "
                               "or [strategy] max_proposals", field="strategy.max_proposals")
+        if not hasattr(ctx.pipeline, "clone") and (self.settings.parallel > 1
+                                                   or self.settings.children > 1):
+            raise ConfigError("a pipeline without clone() runs one candidate at a time: set "
+                              "[strategy] parallel = 1 and children = 1, or give the pipeline "
+                              "a clone() method", field="strategy.parallel")
         n_hold = math.floor(len(val) * self.settings.holdout)
         order = sorted(val, key=lambda e: e.id)
         random.Random(f"{ctx.seed}:holdout").shuffle(order)
@@ -177,6 +182,7 @@ class ParetoStrategy(Strategy):
             if FINAL in state:
                 self.search_done = True
                 self.final_pick = state[FINAL]["pick"]
+                self.status = state[FINAL].get("status", self.status)
                 for c in state[FINAL]["candidates"]:
                     self.holdout_scores[c["id"]] = c["holdout_per_example"]
         train = {e.id: e for e in self.ctx.splits.train}
@@ -288,13 +294,7 @@ class ParetoStrategy(Strategy):
     def _instance(self, values: dict[str, str]) -> Pipeline:
         """A copy of the pipeline holding `values`, so proposals can run side by side."""
         clone = getattr(self.ctx.pipeline, "clone", None)
-        if clone is None:
-            if self.settings.parallel > 1:
-                raise ConfigError("parallel proposals need a pipeline with clone(); set "
-                                  "[strategy] parallel = 1", field="strategy.parallel")
-            pipeline = self.ctx.pipeline
-        else:
-            pipeline = clone()
+        pipeline = self.ctx.pipeline if clone is None else clone()
         self.ctx.apply(values, pipeline)
         return pipeline
 
@@ -576,8 +576,12 @@ class ParetoStrategy(Strategy):
         top = self.pool.ranked()[:self.settings.final_candidates]
         todo = [c for c in top if c.id not in self.holdout_scores]
         ctx.metric_calls.release(self._holdout_reserve)
-        scored = await asyncio.gather(*(
-            ctx.score_all(self.holdout, self._instance(c.values)) for c in todo))
+        if hasattr(ctx.pipeline, "clone"):
+            scored = await asyncio.gather(*(
+                ctx.score_all(self.holdout, self._instance(c.values)) for c in todo))
+        else:  # one shared pipeline: one candidate at a time
+            scored = [await ctx.score_all(self.holdout, self._instance(c.values))
+                      for c in todo]
         for c, rows in zip(todo, scored, strict=True):
             self.holdout_scores[c.id] = {x.example.id: x.score for x in rows}
         pick = max(top, key=lambda c: (self._full_val(c), c.score, -c.id))
@@ -596,7 +600,8 @@ class ParetoStrategy(Strategy):
             values=dict(pick.values), optimizer_state={}, val_score=self._full_val(pick),
             best_val_score=self._full_val(pick),
             evaluations=[EvaluationRow("val", _mean(full), full)],
-            search_state={FINAL: {"pick": pick.id, "rule": rule, "candidates": summary},
+            search_state={FINAL: {"pick": pick.id, "rule": rule, "candidates": summary,
+                                  "status": self.status},
                           "metric_calls": ctx.metric_calls.used})
         # With approval the starting values stay in force until a reviewer approves.
         ctx.apply(self.pool[0].values if ctx.approval else pick.values)
