@@ -16,6 +16,7 @@ off is resumed with `--resume` (its calls so far come from the benchmark's cache
 
     python bench/search_strategies.py                          # every missing cell
     python bench/search_strategies.py --tasks demo --seeds 0 1 --strategies pareto
+    python bench/search_strategies.py --table                   # the results as markdown
 """
 
 from __future__ import annotations
@@ -169,6 +170,46 @@ def run_cell(task: str, strategy: str, seed: int, args: argparse.Namespace) -> d
     }
 
 
+def bootstrap_interval(baseline: dict[str, float], final: dict[str, float],
+                       resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95 % interval of the mean gain (final - baseline) over test examples, resampled."""
+    import random
+
+    ids = sorted(final)
+    gains = [final[i] - baseline[i] for i in ids]
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choice(gains) for _ in gains) / len(gains)
+                   for _ in range(resamples))
+    return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
+
+
+def table(results: dict) -> str:
+    """The markdown table of every finished cell, for docs/benchmarks.md."""
+    lines = ["| task | strategy | seed | test: start -> final (n) | gain, 95 % interval | "
+             "val: start -> best | metric calls | calls fwd / bwd / opt | tokens in / out "
+             "| accepted | wall |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for key, c in sorted(results["cells"].items()):
+        if c.get("failed"):
+            lines.append(f"| {key} | failed: exit {c['returncode']} | | | | | | | | | |")
+            continue
+        low, high = bootstrap_interval(c["baseline_test_per_example"],
+                                       c["final_test_per_example"])
+        use = c["usage_by_role"]
+        calls = " / ".join(str(int(use.get(r, {}).get("calls", 0)))
+                           for r in ("forward", "backward", "optimizer"))
+        tokens_in = sum(u["input_tokens"] for u in use.values())
+        tokens_out = sum(u["output_tokens"] for u in use.values())
+        lines.append(
+            f"| {c['task']} | {c['strategy']} | {c['seed']} | {c['baseline_test']:.3f} -> "
+            f"**{c['final_test']:.3f}** ({c['test_n']}) | "
+            f"{c['final_test'] - c['baseline_test']:+.3f} [{low:+.3f}, {high:+.3f}] | "
+            f"{c['baseline_val']:.3f} -> {c['best_val']:.3f} | "
+            f"{c['metric_calls']} | {calls} | {tokens_in:,} / {tokens_out:,} | "
+            f"{c['accepted']} | {c['wall_s'] / 60:.0f} min |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["demo", "boolean"], choices=TASKS)
@@ -179,8 +220,13 @@ def main() -> None:
     parser.add_argument("--val", type=int, default=24, help="BBH validation examples")
     parser.add_argument("--test", type=int, default=60, help="BBH test examples")
     parser.add_argument("--rerun", action="store_true", help="run cells already recorded")
+    parser.add_argument("--table", action="store_true",
+                        help="print the markdown table of the recorded cells and exit")
     args = parser.parse_args()
     results = load_results()
+    if args.table:
+        print(table(results))
+        return
     results["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "python": platform.python_version()}
     for seed in args.seeds:
