@@ -408,7 +408,8 @@ def _run_summary(run: Path) -> dict[str, Any]:
         vals = [s["best_val_score"] for s in steps if s["best_val_score"] is not None]
         return {
             "run": str(run), "name": meta.get("name", run.name),
-            "status": meta.get("status", "unknown"),
+            "status": ("awaiting_approval" if meta.get("status") == "running" and steps
+                       and steps[-1]["status"] == "pending" else meta.get("status", "unknown")),
             "steps": max((s["step"] for s in steps), default=0),
             "baseline_val": steps[0]["val_score"] if steps else None,
             "best_val": final.get("best_val_score", vals[-1] if vals else None),
@@ -419,7 +420,8 @@ def _run_summary(run: Path) -> dict[str, Any]:
                           for u in usage.values()),
             "cost_usd": sum(float(u["cost_usd"] or 0) for u in usage.values()),
             "started_at": meta.get("started_at"), "usage": usage,
-            "values": final.get("values") or (steps[-1]["values"] if steps else {}),
+            "values": final.get("values") or next(
+                (s["values"] for s in reversed(steps) if s["status"] != "pending"), {}),
         }
     finally:
         ledger.close()
