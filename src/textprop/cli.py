@@ -161,8 +161,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace, config: Any, config_path: Path) -> int:
-    from textprop.train.build import build_trainer
-
     run_dir = args.run_dir or Path(config.run.dir) / config.run.name
     if not args.resume and (run_dir / "ledger.sqlite3").exists():
         run_dir = run_dir.with_name(f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -171,7 +169,6 @@ def _run(args: argparse.Namespace, config: Any, config_path: Path) -> int:
         shutil.copyfile(config_path, run_dir / "config.toml")
         if args.set:
             (run_dir / "overrides.json").write_text(json.dumps(_overrides(args), indent=2))
-    say = _printer(args)
     from textprop.train.estimate import estimate
 
     try:
@@ -179,8 +176,29 @@ def _run(args: argparse.Namespace, config: Any, config_path: Path) -> int:
     except Exception as error:  # the preview must never stop a run
         print(f"textprop: warning: no cost estimate: {error}", file=sys.stderr)
         bound = None
+    progress = _Progress(args, bound, config.budget)
+    import warnings
+
+    show = warnings.showwarning
+
+    def above_status(*warning: Any, **kw: Any) -> None:  # a warning prints above the line
+        with progress.above():
+            show(*warning, **kw)
+    warnings.showwarning = above_status
+    try:
+        return _run_with(args, config, run_dir, bound, progress)
+    finally:
+        warnings.showwarning = show
+        progress.close()  # an error or ^C prints below the status line, not over it
+
+
+def _run_with(args: argparse.Namespace, config: Any, run_dir: Path, bound: Any,
+              progress: Any) -> int:
+    from textprop.train.build import build_trainer
+
+    say = _printer(args)
     trainer, engines = build_trainer(config, run_dir, callbacks=[
-        _Progress(args, bound, config.budget), *_trackers(config, run_dir)])
+        progress, *_trackers(config, run_dir)])
     say(f"run folder: {run_dir}")
     say(f"LLM call cache: {engines.cache_path or 'off'}")
     if not trainer.ledger.meta():
@@ -285,10 +303,22 @@ class _Progress(RunCallback):
     def on_message(self, text: str) -> None:
         if self.quiet:
             return
-        with self._lock:
-            self._clear()
+        with self.above():
             print(text, file=sys.stderr, flush=True)
-            self._draw(force=True)
+
+    def above(self) -> Any:
+        """A context in which output goes above the status line (redrawn after it)."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def context() -> Any:
+            with self._lock:
+                self._clear()
+                try:
+                    yield
+                finally:
+                    self._draw(force=True)
+        return context()
 
     def on_candidate_accepted(self, candidate: Any) -> None:
         self.on_message(f"  candidate {candidate.id} ({candidate.origin} of "
@@ -329,6 +359,14 @@ class _Progress(RunCallback):
             self._clear()
             print(self.status(), file=sys.stderr, flush=True)  # the last state stays
             self._drawn = False
+            self.live = False
+
+    def close(self) -> None:
+        """End the status line where it stands (after an error, the run's last state)."""
+        with self._lock:
+            if self._drawn:
+                print(file=sys.stderr, flush=True)
+                self._drawn = False
             self.live = False
 
     def _fraction(self) -> float | None:
