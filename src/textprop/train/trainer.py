@@ -63,6 +63,11 @@ class RunResult:
     message: str = ""
     metric_calls: int = 0
 
+    def _repr_html_(self) -> str:
+        from textprop.notebook import result_html
+
+        return result_html(self)
+
 
 class Trainer:
     def __init__(self, pipeline: Pipeline, metric: Any, optimizer: Optimizer,
