@@ -9,7 +9,7 @@
     [strategy]  kind = "tgd" | "pareto", and the pareto search's settings
     [cache]     enabled, path, replay
     [budget]    max_calls, max_tokens, max_cost_usd, max_metric_calls
-    [tracking]  mlflow = URI, experiment, otlp = ENDPOINT, otlp_content (textprop.tracking)
+    [tracking]  mlflow = URI, experiment, otlp = ENDPOINT (textprop.tracking)
 """
 
 from __future__ import annotations
@@ -153,8 +153,7 @@ class TrackingSection(_Section):
 
     mlflow: str | None = None  # a tracking URI: "file:./mlruns", "http://host:5000"
     experiment: str | None = None  # default: the run's name
-    otlp: str | None = None  # an OTLP/HTTP traces endpoint, or "memory" (tests)
-    otlp_content: bool = False  # export prompts and replies in the spans
+    otlp: str | None = None  # an OTLP/HTTP traces endpoint: "http://host:4318/v1/traces"
 
 
 class RunConfig(_Section):
