@@ -24,11 +24,25 @@ STRATEGIES = {
     "tgd": {"trainer": {"batch_size": 3, "steps_per_epoch": 2, "epochs": 2}},
     "tgd-budget": {"trainer": {"batch_size": 2, "epochs": 3, "test_every_step": True},
                    "budget": {"max_metric_calls": 25}},
+    "tgd-judge": {"trainer": {"batch_size": 3, "steps_per_epoch": 2},
+                  "metric": {"name": "judge", "judge_instruction": "The answer is the sum."}},
     "pareto": {"strategy": {"kind": "pareto", "minibatch": 2, "children": 2, "parallel": 2,
                             "max_proposals": 4}},
     "pareto-budget": {"strategy": {"kind": "pareto", "minibatch": 2, "parallel": 3,
                                    "merge": True}, "budget": {"max_metric_calls": 40}},
 }
+
+
+def judged(reply):
+    """`reply`, with an LLM judge that explains at length and gives every answer 0."""
+    def answer(body: dict) -> str:
+        system = next((m["content"] for m in body["messages"] if m["role"] == "system"), "")
+        if "You are the evaluator" in system:
+            n = (body.get("max_tokens") or 50) - 4
+            return json.dumps({"explanation": " ".join(["wrong"] * n), "score": 0})
+        return reply(body)
+    answer.__name__ = reply.__name__
+    return answer
 
 
 def unparseable(body: dict) -> str:
@@ -77,7 +91,7 @@ def check_within(estimated: dict, spent: dict) -> None:
 @pytest.mark.parametrize("reply", [server_reply, unparseable, longest],
                          ids=["learns", "unparseable", "longest"])
 def test_a_run_spends_no_more_than_its_estimate(tmp_path, capsys, strategy, reply):
-    with TestServer(reply=reply) as server:
+    with TestServer(reply=judged(reply)) as server:
         config = config_for(tmp_path, f"openai-compatible:fake@{server.base_url}",
                             STRATEGIES[strategy])
         assert main(["optimize", config, "--estimate", "--json"]) == 0
@@ -87,6 +101,8 @@ def test_a_run_spends_no_more_than_its_estimate(tmp_path, capsys, strategy, repl
         summary = json.loads(capsys.readouterr().out)
     assert summary["estimate"]["calls"] == estimated["calls"]
     check_within(estimated, summary["spent"])
+    if "judge" in strategy:  # every scored answer is a judge call
+        assert summary["spent"]["calls"]["loss"] == summary["spent"]["calls"]["forward"]
 
 
 def test_the_scripted_engine_run_stays_within_its_estimate(tmp_path, capsys):

@@ -86,14 +86,19 @@ class Estimate:
             "cost_usd": dict(self.cost_usd), "notes": list(self.notes)}
 
     def format(self) -> str:
-        rows = [f"at most, for this run ({self.strategy}, {self.steps} steps or proposals):",
+        unit = "proposals" if self.strategy == "pareto" else "steps"
+        rows = [f"at most, for this run ({self.strategy}, {self.steps} {unit}):",
                 f"{'role':<10} {'calls':>8} {'tok in':>11} {'tok out':>11} {'cost $':>10}"]
+        tok_in: int | None = 0
+        tok_out: int | None = 0
         for name, r in self.roles.items():
             if r.calls:
                 rows.append(f"{name:<10} {r.calls:>8} {_n(r.input_tokens):>11} "
                             f"{_n(r.output_tokens):>11} {_usd(self.cost_usd.get(name)):>10}")
-        rows.append(f"{'total':<10} {self.calls:>8} {'':>11} {_n(self.tokens):>11} "
+                tok_in, tok_out = _add(tok_in, r.input_tokens), _add(tok_out, r.output_tokens)
+        rows.append(f"{'total':<10} {self.calls:>8} {_n(tok_in):>11} {_n(tok_out):>11} "
                     f"{_usd(self.cost_usd.get('total')):>10}")
+        rows.append(f"tokens in all: {_n(self.tokens)}")
         return "\n".join(rows + [f"note: {n}" for n in self.notes])
 
 
