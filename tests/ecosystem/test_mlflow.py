@@ -54,3 +54,30 @@ def test_a_run_logs_params_metrics_and_artifacts_to_an_mlflow_file_store(tmp_pat
     revision = Path(client.download_artifacts(
         run.info.run_id, "revisions/step_0001/system_prompt.txt", str(tmp_path)))
     assert revision.read_text() == IMPROVED
+
+
+def test_a_search_logs_each_candidate_that_joined_the_pool(tmp_path, capsys):
+    from textprop.testing.server import TestServer
+
+    from ..train.fake_pipeline import server_reply
+
+    store = tmp_path / "mlruns"
+    with TestServer(reply=server_reply) as server:
+        config = write_run_config(
+            tmp_path, engine=f"openai-compatible:fake@{server.base_url}",
+            train=[(i, i + 1) for i in range(6)], val=[(2, 2), (4, 6), (6, 1), (3, 3)],
+            test=[(9, 9)], run={"name": "search", "dir": str(tmp_path / "runs")},
+            strategy={"kind": "pareto", "minibatch": 2, "max_proposals": 2, "parallel": 1},
+            tracking={"mlflow": store.as_uri()})
+        assert main(["optimize", config, "--quiet"]) == 0
+    capsys.readouterr()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store.as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("search").experiment_id])
+    step = {a.path for a in client.list_artifacts(run.info.run_id, "revisions/step_0001")}
+    assert step == {"revisions/step_0001/candidate_1"}
+    local = Path(client.download_artifacts(
+        run.info.run_id, "revisions/step_0001/candidate_1/system_prompt.txt", str(tmp_path)))
+    assert local.read_text() == IMPROVED
+    assert run.data.metrics["final.best_val"] == 1.0

@@ -103,10 +103,15 @@ class MLflowTracker(RunCallback):
             for k, v in row.items():
                 metrics[f"run_{k}.{role}"] = v
         self._log(metrics, record.step)
-        if record.status in ("accepted", "final"):
-            for name, value in record.values.items():
+        folder = f"revisions/step_{record.step:04d}"
+        accepted = [c for c in record.candidates if c.status == "accepted"]
+        for candidate in accepted:  # a search: the candidate that joined the pool
+            for name, value in candidate.values.items():
                 self.client.log_text(self.run_id, value,
-                                     f"revisions/step_{record.step:04d}/{name}.txt")
+                                     f"{folder}/candidate_{candidate.id}/{name}.txt")
+        if not accepted and record.status in ("accepted", "final"):
+            for name, value in record.values.items():
+                self.client.log_text(self.run_id, value, f"{folder}/{name}.txt")
 
     def on_run_finished(self, result: Any) -> None:
         self._log({"final.best_val": result.best_val, "final.test": result.final_test,
