@@ -54,6 +54,11 @@ def test_a_run_logs_params_metrics_and_artifacts_to_an_mlflow_file_store(tmp_pat
     revision = Path(client.download_artifacts(
         run.info.run_id, "revisions/step_0001/system_prompt.txt", str(tmp_path)))
     assert revision.read_text() == IMPROVED
+    from textprop.ledger import Ledger
+
+    meta = Ledger.in_run(Path(summary["run"])).meta()
+    assert meta["mlflow_run_id"] == run.info.run_id and meta["name"] == "arith"
+    assert meta["estimate"]["calls"]["total"] >= total_calls
 
 
 def test_a_search_logs_each_candidate_that_joined_the_pool(tmp_path, capsys):
@@ -81,3 +86,25 @@ def test_a_search_logs_each_candidate_that_joined_the_pool(tmp_path, capsys):
         run.info.run_id, "revisions/step_0001/candidate_1/system_prompt.txt", str(tmp_path)))
     assert local.read_text() == IMPROVED
     assert run.data.metrics["final.best_val"] == 1.0
+
+
+def test_a_resumed_run_continues_its_mlflow_run(tmp_path, capsys):
+    store = tmp_path / "mlruns"
+    config = write_run_config(
+        tmp_path, engine="python:tests.train.fake_pipeline:make_engine",
+        train=[(1, 2), (3, 4), (5, 6), (7, 8)], val=[(2, 2), (4, 5), (6, 1)],
+        test=[(9, 9)], run={"name": "reviewed", "dir": str(tmp_path / "runs")},
+        trainer={"batch_size": 2, "steps_per_epoch": 2, "approval": True},
+        tracking={"mlflow": store.as_uri()})
+    run_dir = tmp_path / "runs" / "reviewed"
+    assert main(["optimize", config, "--quiet", "--run-dir", str(run_dir)]) == 0
+    assert main(["approve", str(run_dir), "1"]) == 0
+    assert main(["optimize", config, "--quiet", "--run-dir", str(run_dir), "--resume"]) == 0
+    capsys.readouterr()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store.as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("reviewed").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["textprop.status"] == "finished"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "calls.forward")]
+    assert steps == [0, 1, 2]

@@ -36,13 +36,13 @@ class MLflowTracker(RunCallback):
         self.experiment_id = (found.experiment_id if found is not None
                               else self.client.create_experiment(experiment))
         previous = self._previous_run()
+        self._remembered = bool(previous)
         if previous:  # a resumed run continues its MLflow run
             self.run_id = previous
         else:
             run = self.client.create_run(self.experiment_id, run_name=run_name,
                                          tags={"textprop.run_dir": str(self.run_dir)})
             self.run_id = run.info.run_id
-            self._remember()
             items = [self._Param(k[:250], v[:6000]) for k, v in (params or {}).items()]
             for i in range(0, len(items), 100):
                 self.client.log_batch(self.run_id, params=items[i:i + 100])
@@ -92,6 +92,9 @@ class MLflowTracker(RunCallback):
                 total[k] += v
 
     def on_step(self, record: Any, planned: int | None) -> None:
+        if not self._remembered:  # the ledger exists by now, its meta written
+            self._remember()
+            self._remembered = True
         metrics: dict[str, float | None] = {
             "batch_score": record.batch_score, "val_score": record.val_score,
             "best_val_score": record.best_val_score, "test_score": record.test_score,
