@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("optimize", _optimize, "optimize the prompts of a TOML config")
     p.add_argument("config", type=Path)
+    p.add_argument("--estimate", action="store_true",
+                   help="print the most the run can spend (calls, tokens, dollars per role) "
+                        "and exit without calling any model")
     _run_options(p)
 
     p = command("demo", _demo, "optimize a built-in task on the embedded local model")
@@ -77,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     p = command("report", _report, "write a run's HTML report")
     p.add_argument("run", type=Path)
     p.add_argument("--out", type=Path)
+    p = command("runs", _runs, "list the runs in a folder: status, steps, scores, cost, date")
+    p.add_argument("dir", type=Path, nargs="?", default=Path("runs"),
+                   help="a folder of run folders (default: ./runs)")
+    p = command("compare", _compare, "two runs side by side: scores, usage, final prompts' diff")
+    p.add_argument("run_a", type=Path)
+    p.add_argument("run_b", type=Path)
     for name, decision in (("approve", "approved"), ("reject", "rejected")):
         p = command(name, _decide, f"{name} a step that awaits review")
         p.add_argument("run", type=Path)
@@ -102,7 +111,17 @@ def _optimize(args: argparse.Namespace, config_path: Path | None = None) -> int:
     from textprop.train.config import load_config
 
     config = load_config(config_path or args.config, _overrides(args))
+    if getattr(args, "estimate", False):
+        return _estimate(args, config)
     return _run(args, config, config_path or args.config)
+
+
+def _estimate(args: argparse.Namespace, config: Any) -> int:
+    from textprop.train.estimate import estimate
+
+    bound = estimate(config)
+    print(json.dumps(bound.to_dict(), indent=2) if args.json else bound.format())
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -142,8 +161,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace, config: Any, config_path: Path) -> int:
-    from textprop.train.build import build_trainer
-
     run_dir = args.run_dir or Path(config.run.dir) / config.run.name
     if not args.resume and (run_dir / "ledger.sqlite3").exists():
         run_dir = run_dir.with_name(f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -152,8 +169,36 @@ def _run(args: argparse.Namespace, config: Any, config_path: Path) -> int:
         shutil.copyfile(config_path, run_dir / "config.toml")
         if args.set:
             (run_dir / "overrides.json").write_text(json.dumps(_overrides(args), indent=2))
+    from textprop.train.estimate import estimate
+
+    try:
+        bound = estimate(config)
+    except Exception as error:  # the preview must never stop a run
+        print(f"textprop: warning: no cost estimate: {error}", file=sys.stderr)
+        bound = None
+    progress = _Progress(args, bound, config.budget)
+    import warnings
+
+    show = warnings.showwarning
+
+    def above_status(*warning: Any, **kw: Any) -> None:  # a warning prints above the line
+        with progress.above():
+            show(*warning, **kw)
+    warnings.showwarning = above_status
+    try:
+        return _run_with(args, config, run_dir, bound, progress)
+    finally:
+        warnings.showwarning = show
+        progress.close()  # an error or ^C prints below the status line, not over it
+
+
+def _run_with(args: argparse.Namespace, config: Any, run_dir: Path, bound: Any,
+              progress: Any) -> int:
+    from textprop.train.build import build_trainer
+
     say = _printer(args)
-    trainer, engines = build_trainer(config, run_dir, callbacks=[_Progress(args)])
+    trainer, engines = build_trainer(config, run_dir, callbacks=[
+        progress, *_trackers(config, run_dir)])
     say(f"run folder: {run_dir}")
     say(f"LLM call cache: {engines.cache_path or 'off'}")
     if not trainer.ledger.meta():
@@ -162,7 +207,8 @@ def _run(args: argparse.Namespace, config: Any, config_path: Path) -> int:
             name=config.run.name, started_at=time.time(), status="running",
             task=task.builtin or task.bbh or task.gsm8k or task.train,
             engines={role: config.engine_spec(role)
-                     for role in ("forward", "feedback", "optimizer")})
+                     for role in ("forward", "feedback", "optimizer")},
+            estimate=bound.to_dict() if bound else None)
     result = trainer.run(resume=args.resume)
     from textprop.report import write_report
 
@@ -174,6 +220,7 @@ def _run(args: argparse.Namespace, config: Any, config_path: Path) -> int:
         "report": str(report), "values": result.values, "message": result.message,
         "usage": {m.inner.name if hasattr(m, "inner") else "engine": _usage(m)
                   for m in engines.meters},
+        "estimate": bound.to_dict() if bound else None, "spent": _spent(engines),
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -184,8 +231,36 @@ def _run(args: argparse.Namespace, config: Any, config_path: Path) -> int:
         print(f"held-out test accuracy: {result.baseline_test:.3f} (baseline) -> "
               f"{result.final_test:.3f} (optimized)")
     print(f"validation: {result.baseline_val:.3f} -> {result.best_val:.3f}")
+    spent, most = summary["spent"], summary["estimate"]
+    line = (f"spent: {spent['calls']['total']} calls, {spent['tokens']['total']} tokens, "
+            f"${spent['cost_usd']['total']:.4f}")
+    if most:
+        tokens, cost = most["tokens"]["total"], most["cost_usd"]["total"]
+        line += (f" (estimated at most: {most['calls']['total']} calls, "
+                 f"{'unbounded' if tokens is None else tokens} tokens, "
+                 f"{'$?' if cost is None else f'${cost:.4f}'})")
+    print(line)
     print(f"report: {report}")
     return 0
+
+
+def _spent(engines: Any) -> dict[str, Any]:
+    """What the run's meters counted, in the estimate's shape."""
+    from textprop.engines.metering import UsageSummary
+
+    usage = UsageSummary.combine(m.usage() for m in engines.meters)
+    roles = dict(usage.by_role)
+    return {"calls": {"total": usage.total.calls, **{r: u.calls for r, u in roles.items()}},
+            "tokens": {"total": usage.total.total_tokens,
+                       **{r: u.total_tokens for r, u in roles.items()}},
+            "cost_usd": {"total": usage.total.cost_usd,
+                         **{r: u.cost_usd for r, u in roles.items()}}}
+
+
+def _trackers(config: Any, run_dir: Path) -> list[RunCallback]:
+    from textprop.tracking import build_trackers
+
+    return build_trackers(config, run_dir)
 
 
 def _usage(meter: Any) -> dict[str, Any]:
@@ -202,15 +277,48 @@ def _printer(args: argparse.Namespace):
 
 class _Progress(RunCallback):
     """The CLI's progress display, fed by the run's events: a line per step and per
-    candidate that joins a search's pool on stderr, and a bar for evaluations on a terminal."""
+    candidate that joins a search's pool on stderr and, on a terminal, one status line for
+    the whole run under them: step k of n, calls, tokens and dollars so far against the
+    budget (or the estimate's bound), time elapsed and an estimate of the time left."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    REFRESH_S = 0.1
+
+    def __init__(self, args: argparse.Namespace, estimate: Any = None,
+                 budget: Any = None) -> None:
+        import threading
+
         self.quiet = args.quiet or args.json
-        self.bar = not self.quiet and sys.stderr.isatty()
+        self.bar = self.live = not self.quiet and sys.stderr.isatty()
+        self.estimate, self.budget = estimate, budget
+        self._lock = threading.RLock()
+        self.started = time.monotonic()
+        self.calls = self.tokens = 0
+        self.cost = 0.0
+        self.step, self.planned = 0, None
+        self.metric_calls: tuple[float, float | None] = (0, None)
+        self.evaluation: tuple[str, int, int] | None = None
+        self._drawn, self._last = False, 0.0
 
+    # --- the lines above the status ------------------------------------------------------
     def on_message(self, text: str) -> None:
-        if not self.quiet:
+        if self.quiet:
+            return
+        with self.above():
             print(text, file=sys.stderr, flush=True)
+
+    def above(self) -> Any:
+        """A context in which output goes above the status line (redrawn after it)."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def context() -> Any:
+            with self._lock:
+                self._clear()
+                try:
+                    yield
+                finally:
+                    self._draw(force=True)
+        return context()
 
     def on_candidate_accepted(self, candidate: Any) -> None:
         self.on_message(f"  candidate {candidate.id} ({candidate.origin} of "
@@ -218,17 +326,208 @@ class _Progress(RunCallback):
                         f"validation {candidate.val_score:.3f}")
 
     def on_budget(self, used: dict[str, float], limits: dict[str, float | None]) -> None:
-        if limits.get("metric_calls"):
+        self.metric_calls = (used.get("metric_calls", 0), limits.get("metric_calls"))
+        if limits.get("metric_calls") and not self.live:
             self.on_message(f"  metric calls: {used['metric_calls']:.0f} of "
                             f"{limits['metric_calls']:.0f}")
+        self._draw(force=True)
+
+    # --- the status line -----------------------------------------------------------------
+    def on_call(self, call: dict[str, Any], step: int) -> None:
+        with self._lock:
+            self.calls += 1
+            if not call.get("cached"):
+                self.tokens += (call.get("input_tokens") or 0) + (call.get("output_tokens") or 0)
+            self.cost += call.get("cost_usd") or 0.0
+        self._draw()
+
+    def on_step(self, record: Any, planned: int | None) -> None:
+        with self._lock:
+            self.step, self.planned = max(self.step, record.step), planned
+        self._draw(force=True)
 
     def on_evaluation_progress(self, label: str, done: int, total: int) -> None:
-        if not self.bar:
+        with self._lock:
+            self.evaluation = None if done >= total else (label, done, total)
+        self._draw(force=done >= total)
+
+    def on_run_finished(self, result: Any) -> None:
+        if not self.live:
             return
-        filled = round(24 * done / max(total, 1))
-        end = "\n" if done == total else ""
-        print(f"\r  {label:<5} [{'#' * filled}{'.' * (24 - filled)}] {done}/{total}", end=end,
-              file=sys.stderr, flush=True)
+        with self._lock:
+            self.evaluation = None
+            self._clear()
+            print(self.status(), file=sys.stderr, flush=True)  # the last state stays
+            self._drawn = False
+            self.live = False
+
+    def close(self) -> None:
+        """End the status line where it stands (after an error, the run's last state)."""
+        with self._lock:
+            if self._drawn:
+                print(file=sys.stderr, flush=True)
+                self._drawn = False
+            self.live = False
+
+    def _fraction(self) -> float | None:
+        if self.planned:
+            return min(self.step / self.planned, 1.0)
+        used, limit = self.metric_calls
+        if limit:
+            return min(used / limit, 1.0)
+        if self.estimate is not None and self.estimate.calls:
+            return min(self.calls / self.estimate.calls, 1.0)
+        return None
+
+    def status(self) -> str:
+        elapsed = time.monotonic() - self.started
+        b, e = self.budget, self.estimate
+        parts = [f"step {self.step}/{self.planned}" if self.planned else f"step {self.step}"]
+        most_calls = (b.max_calls if b is not None and b.max_calls else
+                      e.calls if e is not None else None)
+        parts.append(f"{self.calls}" + (f"/{most_calls}" if most_calls else "") + " calls")
+        most_tokens = (b.max_tokens if b is not None and b.max_tokens else
+                       e.tokens if e is not None else None)
+        parts.append(f"{_short(self.tokens)}" + (f"/{_short(most_tokens)}" if most_tokens
+                                                 else "") + " tokens")
+        most_cost = (b.max_cost_usd if b is not None and b.max_cost_usd else
+                     e.cost_usd.get("total") if e is not None else None)
+        parts.append(f"${self.cost:.4f}" + (f" of ${most_cost:.4f}" if most_cost else ""))
+        used, limit = self.metric_calls
+        if limit:
+            parts.append(f"metric calls {used:.0f}/{limit:.0f}")
+        parts.append(f"{_clock(elapsed)} elapsed")
+        fraction = self._fraction()
+        if fraction and fraction < 1:
+            parts.append(f"~{_clock(elapsed * (1 - fraction) / fraction)} left")
+        if self.evaluation:
+            label, done, total = self.evaluation
+            parts.append(f"{label} {done}/{total}")
+        return " | ".join(parts)
+
+    def _clear(self) -> None:
+        if self._drawn:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+            self._drawn = False
+
+    def _draw(self, force: bool = False) -> None:
+        if not self.live:
+            return
+        with self._lock:
+            now = time.monotonic()
+            if not force and now - self._last < self.REFRESH_S:
+                return
+            self._last = now
+            width = shutil.get_terminal_size((100, 24)).columns
+            print("\r\033[K" + self.status()[:max(width - 1, 20)], end="", file=sys.stderr,
+                  flush=True)
+            self._drawn = True
+
+
+def _short(n: float) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e4 else f"{n:.0f}"
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+# --- runs / compare ------------------------------------------------------------------------
+def _run_summary(run: Path) -> dict[str, Any]:
+    from textprop.ledger import Ledger
+
+    ledger = Ledger.in_run(run)
+    try:
+        meta, steps = ledger.meta(), ledger.steps()
+        usage = ledger.usage_by_role()
+        final = meta.get("final") or {}
+        vals = [s["best_val_score"] for s in steps if s["best_val_score"] is not None]
+        return {
+            "run": str(run), "name": meta.get("name", run.name),
+            "status": ("awaiting_approval" if meta.get("status") == "running" and steps
+                       and steps[-1]["status"] == "pending" else meta.get("status", "unknown")),
+            "steps": max((s["step"] for s in steps), default=0),
+            "baseline_val": steps[0]["val_score"] if steps else None,
+            "best_val": final.get("best_val_score", vals[-1] if vals else None),
+            "baseline_test": steps[0]["test_score"] if steps else None,
+            "test": final.get("test_score"),
+            "calls": sum(int(u["calls"] or 0) for u in usage.values()),
+            "tokens": sum(int((u["input_tokens"] or 0) + (u["output_tokens"] or 0))
+                          for u in usage.values()),
+            "cost_usd": sum(float(u["cost_usd"] or 0) for u in usage.values()),
+            "started_at": meta.get("started_at"), "usage": usage,
+            "values": final.get("values") or next(
+                (s["values"] for s in reversed(steps) if s["status"] != "pending"), {}),
+        }
+    finally:
+        ledger.close()
+
+
+def _date(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from textprop.errors import ConfigError
+
+    if not args.dir.is_dir():
+        raise ConfigError("no such folder", source=str(args.dir))
+    folders = sorted(p.parent for p in args.dir.glob("*/ledger.sqlite3"))
+    if (args.dir / "ledger.sqlite3").exists():
+        folders.insert(0, args.dir)
+    rows = [_run_summary(f) for f in folders]
+    rows.sort(key=lambda r: r["started_at"] or 0)
+    if args.json:
+        print(json.dumps([{k: v for k, v in r.items() if k not in ("usage", "values")}
+                          for r in rows], indent=2))
+        return 0
+    if not rows:
+        print(f"no runs in {args.dir}")
+        return 0
+    width = max(len(Path(r["run"]).name) for r in rows)
+    print(f"{'run':<{width}}  {'status':<17}  {'steps':>5}  {'best val':>8}  {'test':>6}  "
+          f"{'cost $':>8}  date")
+    for r in rows:
+        print(f"{Path(r['run']).name:<{width}}  {r['status']:<17}  {r['steps']:>5}  "
+              f"{_fmt(r['best_val']):>8}  {_fmt(r['test']):>6}  {r['cost_usd']:>8.4f}  "
+              f"{_date(r['started_at'])}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import difflib
+
+    for run in (args.run_a, args.run_b):
+        _ledger(run).close()
+    a, b = _run_summary(args.run_a), _run_summary(args.run_b)
+    keys = ["status", "steps", "baseline_val", "best_val", "baseline_test", "test",
+            "calls", "tokens", "cost_usd"]
+    diffs = {}
+    for name in sorted(set(a["values"]) | set(b["values"])):
+        diffs[name] = "".join(difflib.unified_diff(
+            a["values"].get(name, "").splitlines(keepends=True),
+            b["values"].get(name, "").splitlines(keepends=True),
+            fromfile=f"{name}@{args.run_a.name}", tofile=f"{name}@{args.run_b.name}"))
+    if args.json:
+        print(json.dumps({"a": {k: a[k] for k in ["run", *keys]},
+                          "b": {k: b[k] for k in ["run", *keys]}, "diff": diffs}, indent=2))
+        return 0
+    na, nb = args.run_a.name, args.run_b.name
+    w = max(len(na), len(nb), 10)
+    print(f"{'':<14}  {na:>{w}}  {nb:>{w}}")
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4f}" if value and value < 0.01 else f"{value:.3f}"
+        return "-" if value is None else str(value)
+    for k in keys:
+        print(f"{k:<14}  {cell(a[k]):>{w}}  {cell(b[k]):>{w}}")
+    print()
+    for name, text in diffs.items():
+        print(text or f"{name}: the same final value in both runs")
+    return 0
 
 
 # --- eval ----------------------------------------------------------------------------------

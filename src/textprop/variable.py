@@ -159,6 +159,11 @@ class Variable:
     def __str__(self) -> str:
         return self.text
 
+    def _repr_html_(self) -> str:
+        from textprop.notebook import variable_html
+
+        return variable_html(self)
+
     def __repr__(self) -> str:
         text = self.text
         value = text if len(text) <= 60 else text[:57] + "..."

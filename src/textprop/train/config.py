@@ -9,6 +9,7 @@
     [strategy]  kind = "tgd" | "pareto", and the pareto search's settings
     [cache]     enabled, path, replay
     [budget]    max_calls, max_tokens, max_cost_usd, max_metric_calls
+    [tracking]  mlflow = URI, experiment, otlp = ENDPOINT (textprop.tracking)
 """
 
 from __future__ import annotations
@@ -147,6 +148,14 @@ class BudgetSection(_Section):
     max_metric_calls: int | None = Field(None, ge=1)  # pipeline runs, validation included
 
 
+class TrackingSection(_Section):
+    """Where the run is also reported (`textprop.tracking`; each needs its extra)."""
+
+    mlflow: str | None = None  # a tracking URI: "file:./mlruns", "http://host:5000"
+    experiment: str | None = None  # default: the run's name
+    otlp: str | None = None  # an OTLP/HTTP traces endpoint: "http://host:4318/v1/traces"
+
+
 class RunConfig(_Section):
     run: RunSection = RunSection()
     task: TaskSection
@@ -158,6 +167,7 @@ class RunConfig(_Section):
     strategy: StrategySection = StrategySection()
     cache: CacheSection = CacheSection()
     budget: BudgetSection = BudgetSection()
+    tracking: TrackingSection = TrackingSection()
 
     source: Path | None = Field(None, exclude=True)
 

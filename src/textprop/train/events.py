@@ -38,6 +38,10 @@ class RunCallback:
     def on_step(self, record: StepRecord, planned: int | None) -> None:
         """A step was written to the ledger; `planned` is the number of steps, if known."""
 
+    def on_call(self, call: dict[str, Any], step: int) -> None:
+        """An LLM call ended (a `CallRecord` as a dict: role, engine, model, tokens, cost,
+        latency, cached, ok, started_at); `step` is the step it is filed under."""
+
     def on_budget(self, used: dict[str, float], limits: dict[str, float | None]) -> None:
         """What the run has spent so far (calls, metric_calls, tokens, cost_usd)."""
 

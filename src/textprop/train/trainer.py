@@ -63,6 +63,11 @@ class RunResult:
     message: str = ""
     metric_calls: int = 0
 
+    def _repr_html_(self) -> str:
+        from textprop.notebook import result_html
+
+        return result_html(self)
+
 
 class Trainer:
     def __init__(self, pipeline: Pipeline, metric: Any, optimizer: Optimizer,
@@ -92,7 +97,9 @@ class Trainer:
 
     def _on_call(self, record: Any) -> None:
         call = record.to_dict() if hasattr(record, "to_dict") else dict(record)
-        self._calls[CURRENT_STEP.get()].append(call)
+        step = CURRENT_STEP.get()
+        self._calls[step].append(call)
+        self.events.on_call(call, step)
 
     def _take_calls(self, step: int) -> list[dict[str, Any]]:
         return self._calls.pop(step, [])
@@ -119,6 +126,7 @@ class Trainer:
             self.strategy.start(baseline)  # may add its own state (e.g. the seed candidate)
             self.ledger.set_meta(strategy=self.strategy.describe())
             self.ledger.record_step(baseline)
+            self.events.on_step(baseline, self.strategy.planned_steps())
             self.events.on_message(f"baseline: validation {baseline.val_score:.3f}" + (
                 f", test {baseline.test_score:.3f}" if baseline.test_score is not None
                 else ""))
