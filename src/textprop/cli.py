@@ -143,17 +143,25 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace, config: Any, config_path: Path) -> int:
     from textprop.train.build import build_trainer
+    from textprop.train.run_folder import claim_run_dir
 
     run_dir = args.run_dir or Path(config.run.dir) / config.run.name
-    if not args.resume and (run_dir / "ledger.sqlite3").exists():
-        run_dir = run_dir.with_name(f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # Everything is built and checked (data, metric, engines, templates, prices) before the
+    # run folder exists: a config that cannot run leaves nothing behind.
+    trainer, engines = build_trainer(config, run_dir, callbacks=[_Progress(args)])
+    with claim_run_dir(run_dir, resume=args.resume,
+                       explicit=args.run_dir is not None) as run_dir:
+        trainer.use_run_dir(run_dir)
+        return _start(args, config, config_path, trainer, engines, run_dir)
+
+
+def _start(args: argparse.Namespace, config: Any, config_path: Path, trainer: Any,
+           engines: Any, run_dir: Path) -> int:
     if not (run_dir / "config.toml").exists():
         shutil.copyfile(config_path, run_dir / "config.toml")
         if args.set:
             (run_dir / "overrides.json").write_text(json.dumps(_overrides(args), indent=2))
     say = _printer(args)
-    trainer, engines = build_trainer(config, run_dir, callbacks=[_Progress(args)])
     say(f"run folder: {run_dir}")
     say(f"LLM call cache: {engines.cache_path or 'off'}")
     if not trainer.ledger.meta():
@@ -166,6 +174,10 @@ def _run(args: argparse.Namespace, config: Any, config_path: Path) -> int:
     result = trainer.run(resume=args.resume)
     from textprop.report import write_report
 
+    if result.already_finished:
+        print(json.dumps({"run": str(run_dir), "status": result.status,
+                          "message": result.message}) if args.json else result.message)
+        return 0
     report = write_report(run_dir)
     summary = {
         "run": str(run_dir), "status": result.status, "steps": result.steps,

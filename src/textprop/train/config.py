@@ -8,7 +8,7 @@
     [trainer]   epochs, batch_size, steps_per_epoch, acceptance, early_stopping, approval, ...
     [strategy]  kind = "tgd" | "pareto", and the pareto search's settings
     [cache]     enabled, path, replay
-    [budget]    max_calls, max_tokens, max_cost_usd, max_metric_calls
+    [budget]    max_calls, max_tokens, max_cost_usd, max_metric_calls, prices
 """
 
 from __future__ import annotations
@@ -137,6 +137,8 @@ class BudgetSection(_Section):
     max_tokens: int | None = Field(None, ge=1)
     max_cost_usd: float | None = Field(None, gt=0)
     max_metric_calls: int | None = Field(None, ge=1)  # pipeline runs, validation included
+    # USD per 1M tokens by engine or model name: {"openai-compatible:m" = {input=, output=}}
+    prices: dict[str, dict[str, float] | list[float]] | None = None
 
 
 class RunConfig(_Section):
