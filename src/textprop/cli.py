@@ -157,6 +157,8 @@ def _run(args: argparse.Namespace, config: Any, config_path: Path) -> int:
 
 def _start(args: argparse.Namespace, config: Any, config_path: Path, trainer: Any,
            engines: Any, run_dir: Path) -> int:
+    from textprop.engines.registry import public_spec
+
     if not (run_dir / "config.toml").exists():
         shutil.copyfile(config_path, run_dir / "config.toml")
         if args.set:
@@ -169,7 +171,7 @@ def _start(args: argparse.Namespace, config: Any, config_path: Path, trainer: An
         trainer.ledger.set_meta(
             name=config.run.name, started_at=time.time(), status="running",
             task=task.builtin or task.bbh or task.gsm8k or task.train,
-            engines={role: config.engine_spec(role)
+            engines={role: public_spec(config.engine_spec(role))
                      for role in ("forward", "feedback", "optimizer")})
     result = trainer.run(resume=args.resume)
     from textprop.report import write_report
@@ -353,8 +355,15 @@ def _final_values(ledger: Any) -> dict[str, str]:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from textprop.errors import ConfigError
+    from textprop.train.config import is_plain_name
+
     ledger = _ledger(args.run)
     values = _final_values(ledger)
+    for name in values:  # names come from the ledger: never let one pick another folder
+        if not is_plain_name(name):
+            raise ConfigError(f"the ledger names a value {name!r}, which is not a file name; "
+                              "nothing was exported", source=str(args.run))
     out = args.out or args.run / "export"
     out.mkdir(parents=True, exist_ok=True)
     for name, value in values.items():

@@ -21,6 +21,7 @@ from string import Template
 from typing import Any
 
 from textprop import __version__
+from textprop.engines.registry import public_spec
 from textprop.ledger import Ledger
 from textprop.report.chart import Series, line_chart
 
@@ -236,7 +237,8 @@ def _engines(run: _Run) -> str:
     if not items:
         return "—"
     return " ".join(f'<span class="engine">{f"<b>{escape(str(role))}</b> " if role else ""}'
-                    f"<code>{escape(_text(name))}</code></span>" for role, name in items)
+                    f"<code>{escape(public_spec(_text(name)))}</code></span>"
+                    for role, name in items)
 
 
 def _header(run: _Run) -> str:

@@ -17,7 +17,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from textprop.errors import ConfigError
 
@@ -26,10 +33,23 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def is_plain_name(name: str) -> bool:
+    """One file or folder name: not empty, not '.' or '..', no separator or NUL."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
+
+
 class RunSection(_Section):
     name: str = "run"
     dir: str = "runs"
     seed: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def one_folder_name(cls, name: str) -> str:
+        if not is_plain_name(name):
+            raise ValueError(f"{name!r} is not a folder name (one path component, not empty, "
+                             "'.' or '..'); the run folder is run.dir/run.name")
+        return name
 
 
 class TaskSection(_Section):
@@ -204,5 +224,7 @@ def _config_error(error: ValidationError, source: Path | None) -> ConfigError:
         message = "unknown field (check the spelling)"
     elif first["type"] == "missing":
         message = "required field is missing"
+    elif first["type"] == "value_error":
+        message = message.removeprefix("Value error, ")
     more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
     return ConfigError(message + more, source=str(source) if source else None, field=field)
