@@ -7,6 +7,7 @@ import json
 import shutil
 import sys
 import time
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.handler(args) or 0
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.handler(args) or 0
     except TextpropError as error:
         print(f"textprop: error: {error}", file=sys.stderr)
         return 1
@@ -32,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("textprop: interrupted; resume with --resume", file=sys.stderr)
         return 130
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """A warning is one line for the user, not Python's file:line and source line."""
+    print(f"textprop: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -248,20 +257,18 @@ class _Progress(RunCallback):
 # --- eval ----------------------------------------------------------------------------------
 def _eval(args: argparse.Namespace) -> int:
     from textprop._sync import run_sync
-    from textprop.ledger import Ledger
     from textprop.train.build import build_trainer
     from textprop.train.config import load_config
 
     overrides = {"cache.enabled": False} if args.no_cache else {}
     config = load_config(args.config, overrides)
+    values = _final_values(_ledger(args.run), args.run, "evaluate") if args.run else None
     import tempfile
 
     with tempfile.TemporaryDirectory() as scratch:
         trainer, _ = build_trainer(config, Path(scratch))
-        if args.run:
-            final = Ledger.in_run(args.run).meta().get("final", {}).get("values")
-            last = Ledger.in_run(args.run).last_step()
-            trainer._apply(final or last["values"])
+        if values is not None:
+            trainer._apply(values)
         dataset = getattr(trainer.splits, args.split)
         row = run_sync(trainer.evaluate(dataset, args.split))
     if args.json:
@@ -337,9 +344,9 @@ def _diff(args: argparse.Namespace) -> int:
         raise ConfigError(f"no {what} {args.a if a is None else args.b} in this run",
                           source=str(args.run))
     out = {}
-    for name in a:
+    for name in a:  # every line ends in "\n", the last one too, so none run together
         out[name] = "".join(difflib.unified_diff(
-            a[name].splitlines(keepends=True), b[name].splitlines(keepends=True),
+            _lines(a[name]), _lines(b.get(name, "")),
             fromfile=f"{name}@{args.a}", tofile=f"{name}@{args.b}"))
     if args.json:
         print(json.dumps(out, indent=2))
@@ -349,9 +356,18 @@ def _diff(args: argparse.Namespace) -> int:
     return 0
 
 
-def _final_values(ledger: Any) -> dict[str, str]:
+def _lines(text: str) -> list[str]:
+    return [line + "\n" for line in text.splitlines()]
+
+
+def _final_values(ledger: Any, run: Path, what: str = "export") -> dict[str, str]:
+    from textprop.errors import ConfigError
+
     final = ledger.meta().get("final", {}).get("values")
-    return final or ledger.last_step()["values"]
+    last = ledger.last_step()
+    if not final and last is None:
+        raise ConfigError(f"the run has no steps yet, so nothing to {what}", source=str(run))
+    return final or last["values"]
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -359,7 +375,7 @@ def _export(args: argparse.Namespace) -> int:
     from textprop.train.config import is_plain_name
 
     ledger = _ledger(args.run)
-    values = _final_values(ledger)
+    values = _final_values(ledger, args.run)
     for name in values:  # names come from the ledger: never let one pick another folder
         if not is_plain_name(name):
             raise ConfigError(f"the ledger names a value {name!r}, which is not a file name; "

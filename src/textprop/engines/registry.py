@@ -100,6 +100,9 @@ def _model(spec: str, model: str, what: str) -> str:
 
 def _compatible(spec: str, rest: str, provider: str, default_url: str | None) -> EngineSpec:
     """`MODEL@URL`, or a bare `MODEL` when the provider has a default URL."""
+    if rest.strip().startswith("@"):
+        raise _fail(spec, f"{provider} needs a model name before '@': "
+                          f"'{provider}:MODEL@http://host:port/v1'")
     if match := _AT_URL.match(rest.strip()):
         return EngineSpec("openai-compatible", _model(spec, match["model"], provider),
                           base_url=match["url"].rstrip("/"), provider=provider)

@@ -198,6 +198,15 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError("no such config file", source=str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, expected a TOML config file",
+                          source=str(path)) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"not UTF-8 text ({error.reason} at byte {error.start})",
+                          source=str(path)) from None
+    except OSError as error:
+        raise ConfigError(f"cannot read the config file ({error.strerror})",
+                          source=str(path)) from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"not valid TOML: {error}", source=str(path)) from None
     for dotted, value in (overrides or {}).items():
