@@ -161,17 +161,25 @@ def _run(args: argparse.Namespace, config: Any, config_path: Path) -> int:
     with claim_run_dir(run_dir, resume=args.resume,
                        explicit=args.run_dir is not None) as run_dir:
         trainer.use_run_dir(run_dir)
-        return _start(args, config, config_path, trainer, engines, run_dir)
+        try:
+            return _start(args, config, config_path, trainer, engines, run_dir)
+        finally:
+            if trainer._ledger is not None:
+                trainer.ledger.close()
 
 
 def _start(args: argparse.Namespace, config: Any, config_path: Path, trainer: Any,
            engines: Any, run_dir: Path) -> int:
     from textprop.engines.registry import public_spec
+    from textprop.ledger import storage_error
 
-    if not (run_dir / "config.toml").exists():
-        shutil.copyfile(config_path, run_dir / "config.toml")
-        if args.set:
-            (run_dir / "overrides.json").write_text(json.dumps(_overrides(args), indent=2))
+    try:
+        if not (run_dir / "config.toml").exists():
+            shutil.copyfile(config_path, run_dir / "config.toml")
+            if args.set:
+                (run_dir / "overrides.json").write_text(json.dumps(_overrides(args), indent=2))
+    except OSError as error:
+        raise storage_error(error, run_dir / "config.toml", "copy the config") from None
     say = _printer(args)
     say(f"run folder: {run_dir}")
     say(f"LLM call cache: {engines.cache_path or 'off'}")
@@ -279,13 +287,13 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 # --- reading a run -------------------------------------------------------------------------
-def _ledger(run: Path):
+def _ledger(run: Path, *, writable: bool = False):
     from textprop.errors import ConfigError
     from textprop.ledger import Ledger
 
     if not (run / "ledger.sqlite3").exists():
         raise ConfigError("not a run folder (no ledger.sqlite3)", source=str(run))
-    return Ledger.in_run(run)
+    return Ledger.in_run(run, read_only=not writable)
 
 
 def _fmt(x: float | None) -> str:
@@ -372,6 +380,7 @@ def _final_values(ledger: Any, run: Path, what: str = "export") -> dict[str, str
 
 def _export(args: argparse.Namespace) -> int:
     from textprop.errors import ConfigError
+    from textprop.ledger import storage_error
     from textprop.train.config import is_plain_name
 
     ledger = _ledger(args.run)
@@ -381,20 +390,29 @@ def _export(args: argparse.Namespace) -> int:
             raise ConfigError(f"the ledger names a value {name!r}, which is not a file name; "
                               "nothing was exported", source=str(args.run))
     out = args.out or args.run / "export"
-    out.mkdir(parents=True, exist_ok=True)
-    for name, value in values.items():
-        (out / f"{name}.txt").write_text(value + "\n", encoding="utf-8")
-    (out / "prompts.json").write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, value in values.items():
+            (out / f"{name}.txt").write_text(value + "\n", encoding="utf-8")
+        (out / "prompts.json").write_text(json.dumps(values, indent=2) + "\n",
+                                          encoding="utf-8")
+    except OSError as error:
+        raise storage_error(error, out, "write the export") from None
     print(json.dumps({"folder": str(out), "files": sorted(p.name for p in out.iterdir())})
           if args.json else f"exported {len(values)} prompt(s) to {out}")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
+    from textprop.ledger import storage_error
     from textprop.report import write_report
 
     _ledger(args.run).close()
-    path = write_report(args.run, args.out)
+    try:
+        path = write_report(args.run, args.out)
+    except OSError as error:
+        target = args.out or args.run / "report.html"
+        raise storage_error(error, target, "write the report") from None
     print(json.dumps({"report": str(path)}) if args.json else f"report: {path}")
     return 0
 
@@ -402,7 +420,7 @@ def _report(args: argparse.Namespace) -> int:
 def _decide(args: argparse.Namespace) -> int:
     from textprop.errors import ConfigError
 
-    ledger = _ledger(args.run)
+    ledger = _ledger(args.run, writable=True)
     step = ledger.step(args.step)
     if step is None or step["status"] != "pending":
         raise ConfigError(f"step {args.step} is not awaiting review", source=str(args.run))

@@ -51,7 +51,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     ledger_path = run_dir / Ledger.FILE_NAME
     if not ledger_path.is_file():  # Ledger() would create an empty one
         raise FileNotFoundError(f"no run ledger at {ledger_path}")
-    ledger = Ledger(ledger_path)
+    ledger = Ledger(ledger_path, read_only=True)
     try:
         page = render_report(ledger)
     finally:

@@ -22,7 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from textprop.errors import RunExistsError, RunInUseError, StorageError
+from textprop.errors import RunExistsError, RunInUseError
+from textprop.ledger import storage_error
 
 LOCK_NAME = ".lock"
 LEDGER_NAME = "ledger.sqlite3"
@@ -60,15 +61,18 @@ def try_lock(run_dir: Path) -> bool:
             run_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
-            raise StorageError(f"cannot create the run folder's lock file ({error.strerror})",
-                               path=str(path)) from None
+            raise storage_error(error, path, "create the run folder's lock file") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as error:
+            os.close(fd)
+            raise storage_error(error, path, "write the run folder's lock file") from None
         _held[key] = [fd, 1]
         return True
 
@@ -139,8 +143,7 @@ def claim_run_dir(run_dir: Path, *, resume: bool, explicit: bool) -> Iterator[Pa
         except FileExistsError:
             created = False
         except OSError as error:
-            raise StorageError(f"cannot create the run folder ({error.strerror})",
-                               path=str(candidate)) from None
+            raise storage_error(error, candidate, "create the run folder") from None
         if not try_lock(candidate):
             continue
         if not created and holds_run(candidate):
