@@ -28,6 +28,13 @@ from pydantic import (
 
 from textprop.errors import ConfigError
 
+# Upper bounds on counts: far above any real run, low enough that a typo (or 2**63) fails
+# here instead of paying for a baseline and then filling memory with a schedule.
+MAX_EPOCHS = 1000
+MAX_STEPS_PER_EPOCH = 10_000
+MAX_EXAMPLES = 1_000_000
+MAX_TOKENS = 1_000_000
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -54,9 +61,9 @@ class RunSection(_Section):
 
 class TaskSection(_Section):
     builtin: str | None = None
-    n_train: int = Field(30, ge=1)
-    n_val: int = Field(30, ge=1)
-    n_test: int = Field(50, ge=0)
+    n_train: int = Field(30, ge=1, le=MAX_EXAMPLES)
+    n_val: int = Field(30, ge=1, le=MAX_EXAMPLES)
+    n_test: int = Field(50, ge=0, le=MAX_EXAMPLES)
     bbh: str | None = None
     gsm8k: str | None = None
     train: str | None = None
@@ -64,8 +71,8 @@ class TaskSection(_Section):
     test: str | None = None
     input_field: str = "input"
     target_field: str = "target"
-    limit_val: int | None = Field(None, ge=1)
-    limit_test: int | None = Field(None, ge=0)
+    limit_val: int | None = Field(None, ge=1, le=MAX_EXAMPLES)
+    limit_test: int | None = Field(None, ge=0, le=MAX_EXAMPLES)
 
     @model_validator(mode="after")
     def one_source(self) -> TaskSection:
@@ -82,7 +89,7 @@ class PipelineSection(_Section):
     system_prompt: str
     role_description: str | None = None
     template: str = "{input}"
-    max_tokens: int | None = Field(512, ge=1)
+    max_tokens: int | None = Field(512, ge=1, le=MAX_TOKENS)
 
 
 class MetricSection(_Section):
@@ -95,28 +102,28 @@ class EnginesSection(_Section):
     forward: str | None = None
     feedback: str | None = None
     optimizer: str | None = None
-    concurrency: int = Field(8, ge=1)  # requests in flight per engine
-    timeout: float | None = Field(None, gt=0)
+    concurrency: int = Field(8, ge=1, le=1024)  # requests in flight per engine
+    timeout: float | None = Field(None, gt=0, le=86400)
 
 
 class OptimizerSection(_Section):
     constraints: list[str] = []
-    gradient_memory: int = Field(0, ge=0)
+    gradient_memory: int = Field(0, ge=0, le=100)
     in_context_examples: list[str] = []
-    max_parse_retries: int = Field(2, ge=0)
-    max_tokens: int | None = Field(512, ge=1)
-    feedback_max_tokens: int | None = Field(300, ge=1)
-    feedback_sentences: int = Field(4, ge=1)
+    max_parse_retries: int = Field(2, ge=0, le=20)
+    max_tokens: int | None = Field(512, ge=1, le=MAX_TOKENS)
+    feedback_max_tokens: int | None = Field(300, ge=1, le=MAX_TOKENS)
+    feedback_sentences: int = Field(4, ge=1, le=100)
 
 
 class TrainerSection(_Section):
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(3, ge=1)
-    steps_per_epoch: int | None = Field(None, ge=1)
+    epochs: int = Field(1, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(3, ge=1, le=MAX_EXAMPLES)
+    steps_per_epoch: int | None = Field(None, ge=1, le=MAX_STEPS_PER_EPOCH)
     acceptance: Literal["non_decrease", "strict", "paired"] = "non_decrease"
     alpha: float = Field(0.1, gt=0, lt=1)
     test_every_step: bool = False
-    early_stopping: int = Field(0, ge=0)
+    early_stopping: int = Field(0, ge=0, le=MAX_EPOCHS * MAX_STEPS_PER_EPOCH)
     approval: bool = False
     condense_batch_feedback: bool = True
 

@@ -20,6 +20,7 @@ from typing import Any
 from textprop._sync import run_sync
 from textprop.data.dataset import Dataset, Splits
 from textprop.engines.base import Engine
+from textprop.errors import ConfigError
 from textprop.ledger import EvaluationRow, Ledger, StepRecord
 from textprop.optim.optimizer import Optimizer
 from textprop.train.acceptance import Rule
@@ -51,6 +52,15 @@ class TrainerSettings:
     feedback_sentences: int = 4
     feedback_max_tokens: int | None = 300
     max_metric_calls: int | None = None  # pipeline runs of train and validation examples
+
+    def __post_init__(self) -> None:
+        from textprop.train.config import MAX_EPOCHS, MAX_STEPS_PER_EPOCH
+
+        for name, value, bound in (("epochs", self.epochs, MAX_EPOCHS),
+                                   ("steps_per_epoch", self.steps_per_epoch,
+                                    MAX_STEPS_PER_EPOCH)):
+            if value is not None and not 1 <= value <= bound:
+                raise ConfigError(f"must be between 1 and {bound}, got {value}", field=name)
 
     def tgd(self) -> TGDSettings:
         """The settings of the default `tgd` strategy."""
