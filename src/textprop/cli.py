@@ -43,9 +43,15 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     print(f"textprop: warning: {message}", file=sys.stderr, flush=True)
 
 
+RUN_HELP = "run folder (as printed by optimize)"
+
+
 def _parser() -> argparse.ArgumentParser:
+    from textprop import __version__
+
     parser = argparse.ArgumentParser(
         prog="textprop", description="Optimize prompts by textual backpropagation.")
+    parser.add_argument("--version", action="version", version=f"textprop {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, handler: Any, help: str) -> argparse.ArgumentParser:
@@ -56,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     p = command("optimize", _optimize, "optimize the prompts of a TOML config")
-    p.add_argument("config", type=Path)
+    p.add_argument("config", type=Path, help="the run config (TOML)")
     _run_options(p)
 
     p = command("demo", _demo, "optimize a built-in task on the embedded local model")
@@ -65,32 +71,33 @@ def _parser() -> argparse.ArgumentParser:
     _run_options(p)
 
     p = command("eval", _eval, "score a config's prompt (or a run's final prompt) on a split")
-    p.add_argument("config", type=Path)
+    p.add_argument("config", type=Path, help="the run config (TOML)")
     p.add_argument("--run", type=Path, help="use this run's final values")
-    p.add_argument("--split", choices=["train", "val", "test"], default="test")
-    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--split", choices=["train", "val", "test"], default="test",
+                   help="the split to score (default: test)")
+    p.add_argument("--no-cache", action="store_true", help="do not use the LLM call cache")
 
     p = command("history", _history, "list a run's steps (or a search's candidates)")
-    p.add_argument("run", type=Path)
+    p.add_argument("run", type=Path, help=RUN_HELP)
     p.add_argument("--candidates", action="store_true",
                    help="list the candidates of a pareto search instead of the steps")
     p = command("diff", _diff, "show how the prompts changed between two steps")
-    p.add_argument("run", type=Path)
+    p.add_argument("run", type=Path, help=RUN_HELP)
     p.add_argument("a", type=int, help="step number (or candidate id with --candidates)")
     p.add_argument("b", type=int, help="step number (or candidate id with --candidates)")
     p.add_argument("--candidates", action="store_true",
                    help="A and B are candidate ids of a pareto search")
     p = command("export", _export, "write a run's final prompts as text and JSON")
-    p.add_argument("run", type=Path)
+    p.add_argument("run", type=Path, help=RUN_HELP)
     p.add_argument("--out", type=Path, help="folder (default: RUN/export)")
     p = command("report", _report, "write a run's HTML report")
-    p.add_argument("run", type=Path)
-    p.add_argument("--out", type=Path)
+    p.add_argument("run", type=Path, help=RUN_HELP)
+    p.add_argument("--out", type=Path, help="file (default: RUN/report.html)")
     for name, decision in (("approve", "approved"), ("reject", "rejected")):
         p = command(name, _decide, f"{name} a step that awaits review")
-        p.add_argument("run", type=Path)
-        p.add_argument("step", type=int)
-        p.add_argument("--note", default="")
+        p.add_argument("run", type=Path, help=RUN_HELP)
+        p.add_argument("step", type=int, help="the step number that awaits review")
+        p.add_argument("--note", default="", help="a note kept with the decision")
         p.set_defaults(decision=decision)
     return parser
 
@@ -184,12 +191,14 @@ def _start(args: argparse.Namespace, config: Any, config_path: Path, trainer: An
     say(f"run folder: {run_dir}")
     say(f"LLM call cache: {engines.cache_path or 'off'}")
     if not trainer.ledger.meta():
-        task = config.task
         trainer.ledger.set_meta(
             name=config.run.name, started_at=time.time(), status="running",
-            task=task.builtin or task.bbh or task.gsm8k or task.train,
+            task=_task_label(config.task),
             engines={role: public_spec(config.engine_spec(role))
-                     for role in ("forward", "feedback", "optimizer")})
+                     for role in ("forward", "feedback", "optimizer")},
+            config_path=str(Path(config_path).resolve()), overrides=args.set)
+    if engines.unpriced:  # the report shows their cost as unknown, not $0
+        trainer.ledger.set_meta(unpriced=engines.unpriced)
     result = trainer.run(resume=args.resume)
     from textprop.report import write_report
 
@@ -217,6 +226,18 @@ def _start(args: argparse.Namespace, config: Any, config_path: Path, trainer: An
     print(f"validation: {result.baseline_val:.3f} -> {result.best_val:.3f}")
     print(f"report: {report}")
     return 0
+
+
+def _task_label(task: Any) -> str:
+    """What the run's task is, for history and the report."""
+    if task.builtin:
+        return task.builtin
+    if task.bbh:
+        return f"BBH {Path(task.bbh).stem}"
+    if task.gsm8k:
+        return "GSM8K"
+    files = [Path(p).name for p in (task.train, task.val, task.test) if p]
+    return f"data files {', '.join(files)}"
 
 
 def _usage(meter: Any) -> dict[str, Any]:
@@ -304,8 +325,8 @@ def _history(args: argparse.Namespace) -> int:
     if args.candidates:
         return _candidates(args)
     steps = _ledger(args.run).steps()
-    if args.json:
-        print(json.dumps(steps, indent=2))
+    if args.json:  # epochs count from 1, as in the table and the report
+        print(json.dumps([{**s, "epoch": s["epoch"] + 1} for s in steps], indent=2))
         return 0
     print(f"{'step':>4}  {'epoch':>5}  {'status':<9}  {'batch':>6}  {'val':>6}  "
           f"{'test':>6}  reason")
@@ -417,6 +438,20 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resume_command(ledger: Any, run: Path) -> str:
+    """The command that resumes the run: its own config file (relative data paths resolve
+    against that file's folder, not the run folder's copy) and its --set overrides."""
+    import shlex
+
+    meta = ledger.meta()
+    config = meta.get("config_path")
+    if not config or not Path(config).is_file():
+        config = str(run / "config.toml")
+    sets = [part for item in meta.get("overrides") or [] for part in ("--set", item)]
+    return shlex.join(["textprop", "optimize", config, *sets, "--run-dir", str(run),
+                       "--resume"])
+
+
 def _decide(args: argparse.Namespace) -> int:
     from textprop.errors import ConfigError
 
@@ -425,8 +460,7 @@ def _decide(args: argparse.Namespace) -> int:
     if step is None or step["status"] != "pending":
         raise ConfigError(f"step {args.step} is not awaiting review", source=str(args.run))
     ledger.decide(args.step, args.decision, args.note)
-    print(f"step {args.step} {args.decision}; continue with: textprop optimize "
-          f"{args.run / 'config.toml'} --run-dir {args.run} --resume")
+    print(f"step {args.step} {args.decision}; continue with: {_resume_command(ledger, args.run)}")
     return 0
 
 

@@ -128,6 +128,7 @@ class Engines:
     optimizer: Engine
     meters: list[Meter] = field(default_factory=list)
     cache_path: Path | None = None
+    unpriced: list[str] = field(default_factory=list)  # engines whose cost is unknown
 
 
 def build_engines(config: RunConfig) -> Engines:
@@ -137,6 +138,7 @@ def build_engines(config: RunConfig) -> Engines:
         cache = _cache_path(config)
     prices = _prices(config)
     stacks: dict[str, tuple[Engine, Meter]] = {}
+    unpriced: list[str] = []
     first: Engine | None = None  # the stack holding the budget; the others share it
     b = config.budget
     for role in ("forward", "feedback", "optimizer"):
@@ -148,6 +150,8 @@ def build_engines(config: RunConfig) -> Engines:
             provider = _provider_for(config, role)
             if b.max_cost_usd is not None:
                 _check_priced(config, role, provider, prices)
+            if prices.price_for(getattr(provider, "model", None), provider.name) is None:
+                unpriced.append(provider.name)
             stacks[spec] = build_stack(
                 provider, cache=cache, prices=prices,
                 replay=config.cache.replay, concurrency=config.engines.concurrency, **limits)
@@ -156,7 +160,7 @@ def build_engines(config: RunConfig) -> Engines:
             for role in ("forward", "feedback", "optimizer")}
     cache_layer = find_layer(pick["forward"], Cache)
     return Engines(**pick, meters=[meter for _, meter in stacks.values()],
-                   cache_path=cache_layer.path if cache_layer else None)
+                   cache_path=cache_layer.path if cache_layer else None, unpriced=unpriced)
 
 
 def build_metric(config: RunConfig, engines: Engines) -> Any:
