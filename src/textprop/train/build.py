@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from textprop.train.events import RunCallback
 from textprop.train.pipeline import DEFAULT_ROLE, PromptPipeline
 from textprop.train.strategies import build_strategy
 from textprop.train.trainer import Trainer, TrainerSettings
+from textprop.user_code import import_user_module
 
 
 def build_splits(config: RunConfig) -> Splits:
@@ -51,13 +51,17 @@ def build_splits(config: RunConfig) -> Splits:
 
 def provider_engine(spec: str, timeout: float | None = None) -> Engine:
     """`get_engine(spec)`, plus `python:module:factory` for an engine built by user code."""
-    if spec.startswith("python:"):
-        module_name, _, attr = spec.removeprefix("python:").partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as error:
-            raise ConfigError(f"cannot load engine factory {spec!r}: {error}",
-                              field="engines") from None
+    if spec.startswith("python:"):  # user code, found as `module:function` metrics are
+        module_name, _, attr = spec.removeprefix("python:").rpartition(":")
+        label = f"engine factory {spec!r}"
+        if not module_name or not attr:
+            raise ConfigError(f"{label} is not of the form 'python:module:function'",
+                              field="engines")
+        module = import_user_module(module_name, label, "engine")
+        factory = getattr(module, attr, None)
+        if not callable(factory):
+            raise ConfigError(f"{label}: module {module_name!r} has no function {attr!r}",
+                              field="engines")
         engine = factory()
         if not isinstance(engine, Engine):
             raise ConfigError(f"{spec} returned {type(engine).__name__}, not an Engine",
