@@ -173,6 +173,18 @@ def _run(args: argparse.Namespace, config: Any, config_path: Path) -> int:
         finally:
             if trainer._ledger is not None:
                 trainer.ledger.close()
+            _close_caches(engines)
+
+
+def _close_caches(engines: Any) -> None:
+    """Close the cache files, so nothing of this run holds them once it has ended."""
+    from textprop.engines.cache import Cache
+    from textprop.engines.stack import find_layer
+
+    for meter in engines.meters:
+        cache = find_layer(meter, Cache)
+        if cache is not None:
+            cache.close()
 
 
 def _start(args: argparse.Namespace, config: Any, config_path: Path, trainer: Any,

@@ -221,7 +221,11 @@ def build_trainer(config: RunConfig, run_dir: Path,
             s.kind, **(vars(settings.tgd()) if s.kind == "tgd" else s.options()))
     except ConfigError as error:
         raise ConfigError(error.message, source=str(config.source), field=error.field) from None
-    trainer = Trainer(pipeline, build_metric(config, engines), optimizer, engines.feedback,
+    metric = build_metric(config, engines)
+    check = getattr(metric, "check", None)
+    for example in (*splits.train, *splits.val, *splits.test) if check else ():
+        check(example)  # every target is one the metric can read
+    trainer = Trainer(pipeline, metric, optimizer, engines.feedback,
                       splits, settings, run_dir, strategy=strategy, meters=engines.meters,
                       progress=progress, counter=counter, callbacks=callbacks or [])
     return trainer, engines
