@@ -7,6 +7,7 @@ import json
 import shutil
 import sys
 import time
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.handler(args) or 0
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.handler(args) or 0
     except TextpropError as error:
         print(f"textprop: error: {error}", file=sys.stderr)
         return 1
@@ -34,9 +37,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """A warning is one line for the user, not Python's file:line and source line."""
+    print(f"textprop: warning: {message}", file=sys.stderr, flush=True)
+
+
+RUN_HELP = "run folder (as printed by optimize)"
+
+
 def _parser() -> argparse.ArgumentParser:
+    from textprop import __version__
+
     parser = argparse.ArgumentParser(
         prog="textprop", description="Optimize prompts by textual backpropagation.")
+    parser.add_argument("--version", action="version", version=f"textprop {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, handler: Any, help: str) -> argparse.ArgumentParser:
@@ -47,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     p = command("optimize", _optimize, "optimize the prompts of a TOML config")
-    p.add_argument("config", type=Path)
+    p.add_argument("config", type=Path, help="the run config (TOML)")
     p.add_argument("--estimate", action="store_true",
                    help="print the most the run can spend (calls, tokens, dollars per role) "
                         "and exit without calling any model")
@@ -59,38 +74,39 @@ def _parser() -> argparse.ArgumentParser:
     _run_options(p)
 
     p = command("eval", _eval, "score a config's prompt (or a run's final prompt) on a split")
-    p.add_argument("config", type=Path)
+    p.add_argument("config", type=Path, help="the run config (TOML)")
     p.add_argument("--run", type=Path, help="use this run's final values")
-    p.add_argument("--split", choices=["train", "val", "test"], default="test")
-    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--split", choices=["train", "val", "test"], default="test",
+                   help="the split to score (default: test)")
+    p.add_argument("--no-cache", action="store_true", help="do not use the LLM call cache")
 
     p = command("history", _history, "list a run's steps (or a search's candidates)")
-    p.add_argument("run", type=Path)
+    p.add_argument("run", type=Path, help=RUN_HELP)
     p.add_argument("--candidates", action="store_true",
                    help="list the candidates of a pareto search instead of the steps")
     p = command("diff", _diff, "show how the prompts changed between two steps")
-    p.add_argument("run", type=Path)
+    p.add_argument("run", type=Path, help=RUN_HELP)
     p.add_argument("a", type=int, help="step number (or candidate id with --candidates)")
     p.add_argument("b", type=int, help="step number (or candidate id with --candidates)")
     p.add_argument("--candidates", action="store_true",
                    help="A and B are candidate ids of a pareto search")
     p = command("export", _export, "write a run's final prompts as text and JSON")
-    p.add_argument("run", type=Path)
+    p.add_argument("run", type=Path, help=RUN_HELP)
     p.add_argument("--out", type=Path, help="folder (default: RUN/export)")
     p = command("report", _report, "write a run's HTML report")
-    p.add_argument("run", type=Path)
-    p.add_argument("--out", type=Path)
+    p.add_argument("run", type=Path, help=RUN_HELP)
+    p.add_argument("--out", type=Path, help="file (default: RUN/report.html)")
     p = command("runs", _runs, "list the runs in a folder: status, steps, scores, cost, date")
     p.add_argument("dir", type=Path, nargs="?", default=Path("runs"),
                    help="a folder of run folders (default: ./runs)")
     p = command("compare", _compare, "two runs side by side: scores, usage, final prompts' diff")
-    p.add_argument("run_a", type=Path)
-    p.add_argument("run_b", type=Path)
+    p.add_argument("run_a", type=Path, help=RUN_HELP)
+    p.add_argument("run_b", type=Path, help=RUN_HELP)
     for name, decision in (("approve", "approved"), ("reject", "rejected")):
         p = command(name, _decide, f"{name} a step that awaits review")
-        p.add_argument("run", type=Path)
-        p.add_argument("step", type=int)
-        p.add_argument("--note", default="")
+        p.add_argument("run", type=Path, help=RUN_HELP)
+        p.add_argument("step", type=int, help="the step number that awaits review")
+        p.add_argument("--note", default="", help="a note kept with the decision")
         p.set_defaults(decision=decision)
     return parser
 
@@ -161,24 +177,23 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace, config: Any, config_path: Path) -> int:
-    run_dir = args.run_dir or Path(config.run.dir) / config.run.name
-    if not args.resume and (run_dir / "ledger.sqlite3").exists():
-        run_dir = run_dir.with_name(f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "config.toml").exists():
-        shutil.copyfile(config_path, run_dir / "config.toml")
-        if args.set:
-            (run_dir / "overrides.json").write_text(json.dumps(_overrides(args), indent=2))
-    from textprop.train.estimate import estimate
+    import warnings
 
+    from textprop.train.build import build_trainer
+    from textprop.train.estimate import estimate
+    from textprop.train.run_folder import claim_run_dir
+
+    run_dir = args.run_dir or Path(config.run.dir) / config.run.name
+    # Everything is built and checked (data, metric, engines, templates, prices) before the
+    # run folder exists: a config that cannot run leaves nothing behind.
+    trainer, engines = build_trainer(config, run_dir)
     try:
         bound = estimate(config)
     except Exception as error:  # the preview must never stop a run
         print(f"textprop: warning: no cost estimate: {error}", file=sys.stderr)
         bound = None
     progress = _Progress(args, bound, config.budget)
-    import warnings
-
+    trainer.events.add(progress)
     show = warnings.showwarning
 
     def above_status(*warning: Any, **kw: Any) -> None:  # a warning prints above the line
@@ -186,32 +201,65 @@ def _run(args: argparse.Namespace, config: Any, config_path: Path) -> int:
             show(*warning, **kw)
     warnings.showwarning = above_status
     try:
-        return _run_with(args, config, run_dir, bound, progress)
+        with claim_run_dir(run_dir, resume=args.resume,
+                           explicit=args.run_dir is not None) as run_dir:
+            trainer.use_run_dir(run_dir)
+            for tracker in _trackers(config, run_dir):
+                trainer.events.add(tracker)
+            try:
+                return _start(args, config, config_path, trainer, engines, run_dir, bound)
+            finally:
+                if trainer._ledger is not None:
+                    trainer.ledger.close()
+                _close_caches(engines)
     finally:
         warnings.showwarning = show
         progress.close()  # an error or ^C prints below the status line, not over it
 
 
-def _run_with(args: argparse.Namespace, config: Any, run_dir: Path, bound: Any,
-              progress: Any) -> int:
-    from textprop.train.build import build_trainer
+def _close_caches(engines: Any) -> None:
+    """Close the cache files, so nothing of this run holds them once it has ended."""
+    from textprop.engines.cache import Cache
+    from textprop.engines.stack import find_layer
 
+    for meter in engines.meters:
+        cache = find_layer(meter, Cache)
+        if cache is not None:
+            cache.close()
+
+
+def _start(args: argparse.Namespace, config: Any, config_path: Path, trainer: Any,
+           engines: Any, run_dir: Path, bound: Any) -> int:
+    from textprop.engines.registry import public_spec
+    from textprop.ledger import storage_error
+
+    try:
+        if not (run_dir / "config.toml").exists():
+            shutil.copyfile(config_path, run_dir / "config.toml")
+            if args.set:
+                (run_dir / "overrides.json").write_text(json.dumps(_overrides(args), indent=2))
+    except OSError as error:
+        raise storage_error(error, run_dir / "config.toml", "copy the config") from None
     say = _printer(args)
-    trainer, engines = build_trainer(config, run_dir, callbacks=[
-        progress, *_trackers(config, run_dir)])
     say(f"run folder: {run_dir}")
     say(f"LLM call cache: {engines.cache_path or 'off'}")
     if not trainer.ledger.meta():
-        task = config.task
         trainer.ledger.set_meta(
             name=config.run.name, started_at=time.time(), status="running",
-            task=task.builtin or task.bbh or task.gsm8k or task.train,
-            engines={role: config.engine_spec(role)
+            task=_task_label(config.task),
+            engines={role: public_spec(config.engine_spec(role))
                      for role in ("forward", "feedback", "optimizer")},
+            config_path=str(Path(config_path).resolve()), overrides=args.set,
             estimate=bound.to_dict() if bound else None)
+    if engines.unpriced:  # the report shows their cost as unknown, not $0
+        trainer.ledger.set_meta(unpriced=engines.unpriced)
     result = trainer.run(resume=args.resume)
     from textprop.report import write_report
 
+    if result.already_finished:
+        print(json.dumps({"run": str(run_dir), "status": result.status,
+                          "message": result.message}) if args.json else result.message)
+        return 0
     report = write_report(run_dir)
     summary = {
         "run": str(run_dir), "status": result.status, "steps": result.steps,
@@ -261,6 +309,18 @@ def _trackers(config: Any, run_dir: Path) -> list[RunCallback]:
     from textprop.tracking import build_trackers
 
     return build_trackers(config, run_dir)
+
+
+def _task_label(task: Any) -> str:
+    """What the run's task is, for history and the report."""
+    if task.builtin:
+        return task.builtin
+    if task.bbh:
+        return f"BBH {Path(task.bbh).stem}"
+    if task.gsm8k:
+        return "GSM8K"
+    files = [Path(p).name for p in (task.train, task.val, task.test) if p]
+    return f"data files {', '.join(files)}"
 
 
 def _usage(meter: Any) -> dict[str, Any]:
@@ -533,20 +593,18 @@ def _compare(args: argparse.Namespace) -> int:
 # --- eval ----------------------------------------------------------------------------------
 def _eval(args: argparse.Namespace) -> int:
     from textprop._sync import run_sync
-    from textprop.ledger import Ledger
     from textprop.train.build import build_trainer
     from textprop.train.config import load_config
 
     overrides = {"cache.enabled": False} if args.no_cache else {}
     config = load_config(args.config, overrides)
+    values = _final_values(_ledger(args.run), args.run, "evaluate") if args.run else None
     import tempfile
 
     with tempfile.TemporaryDirectory() as scratch:
         trainer, _ = build_trainer(config, Path(scratch))
-        if args.run:
-            final = Ledger.in_run(args.run).meta().get("final", {}).get("values")
-            last = Ledger.in_run(args.run).last_step()
-            trainer._apply(final or last["values"])
+        if values is not None:
+            trainer._apply(values)
         dataset = getattr(trainer.splits, args.split)
         row = run_sync(trainer.evaluate(dataset, args.split))
     if args.json:
@@ -557,13 +615,13 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 # --- reading a run -------------------------------------------------------------------------
-def _ledger(run: Path):
+def _ledger(run: Path, *, writable: bool = False):
     from textprop.errors import ConfigError
     from textprop.ledger import Ledger
 
     if not (run / "ledger.sqlite3").exists():
         raise ConfigError("not a run folder (no ledger.sqlite3)", source=str(run))
-    return Ledger.in_run(run)
+    return Ledger.in_run(run, read_only=not writable)
 
 
 def _fmt(x: float | None) -> str:
@@ -574,8 +632,8 @@ def _history(args: argparse.Namespace) -> int:
     if args.candidates:
         return _candidates(args)
     steps = _ledger(args.run).steps()
-    if args.json:
-        print(json.dumps(steps, indent=2))
+    if args.json:  # epochs count from 1, as in the table and the report
+        print(json.dumps([{**s, "epoch": s["epoch"] + 1} for s in steps], indent=2))
         return 0
     print(f"{'step':>4}  {'epoch':>5}  {'status':<9}  {'batch':>6}  {'val':>6}  "
           f"{'test':>6}  reason")
@@ -622,9 +680,9 @@ def _diff(args: argparse.Namespace) -> int:
         raise ConfigError(f"no {what} {args.a if a is None else args.b} in this run",
                           source=str(args.run))
     out = {}
-    for name in a:
+    for name in a:  # every line ends in "\n", the last one too, so none run together
         out[name] = "".join(difflib.unified_diff(
-            a[name].splitlines(keepends=True), b[name].splitlines(keepends=True),
+            _lines(a[name]), _lines(b.get(name, "")),
             fromfile=f"{name}@{args.a}", tofile=f"{name}@{args.b}"))
     if args.json:
         print(json.dumps(out, indent=2))
@@ -634,43 +692,82 @@ def _diff(args: argparse.Namespace) -> int:
     return 0
 
 
-def _final_values(ledger: Any) -> dict[str, str]:
+def _lines(text: str) -> list[str]:
+    return [line + "\n" for line in text.splitlines()]
+
+
+def _final_values(ledger: Any, run: Path, what: str = "export") -> dict[str, str]:
+    from textprop.errors import ConfigError
+
     final = ledger.meta().get("final", {}).get("values")
-    return final or ledger.last_step()["values"]
+    last = ledger.last_step()
+    if not final and last is None:
+        raise ConfigError(f"the run has no steps yet, so nothing to {what}", source=str(run))
+    return final or last["values"]
 
 
 def _export(args: argparse.Namespace) -> int:
+    from textprop.errors import ConfigError
+    from textprop.ledger import storage_error
+    from textprop.train.config import is_plain_name
+
     ledger = _ledger(args.run)
-    values = _final_values(ledger)
+    values = _final_values(ledger, args.run)
+    for name in values:  # names come from the ledger: never let one pick another folder
+        if not is_plain_name(name):
+            raise ConfigError(f"the ledger names a value {name!r}, which is not a file name; "
+                              "nothing was exported", source=str(args.run))
     out = args.out or args.run / "export"
-    out.mkdir(parents=True, exist_ok=True)
-    for name, value in values.items():
-        (out / f"{name}.txt").write_text(value + "\n", encoding="utf-8")
-    (out / "prompts.json").write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, value in values.items():
+            (out / f"{name}.txt").write_text(value + "\n", encoding="utf-8")
+        (out / "prompts.json").write_text(json.dumps(values, indent=2) + "\n",
+                                          encoding="utf-8")
+    except OSError as error:
+        raise storage_error(error, out, "write the export") from None
     print(json.dumps({"folder": str(out), "files": sorted(p.name for p in out.iterdir())})
           if args.json else f"exported {len(values)} prompt(s) to {out}")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
+    from textprop.ledger import storage_error
     from textprop.report import write_report
 
     _ledger(args.run).close()
-    path = write_report(args.run, args.out)
+    try:
+        path = write_report(args.run, args.out)
+    except OSError as error:
+        target = args.out or args.run / "report.html"
+        raise storage_error(error, target, "write the report") from None
     print(json.dumps({"report": str(path)}) if args.json else f"report: {path}")
     return 0
+
+
+def _resume_command(ledger: Any, run: Path) -> str:
+    """The command that resumes the run: its own config file (relative data paths resolve
+    against that file's folder, not the run folder's copy) and its --set overrides."""
+    import shlex
+
+    meta = ledger.meta()
+    config = meta.get("config_path")
+    if not config or not Path(config).is_file():
+        config = str(run / "config.toml")
+    sets = [part for item in meta.get("overrides") or [] for part in ("--set", item)]
+    return shlex.join(["textprop", "optimize", config, *sets, "--run-dir", str(run),
+                       "--resume"])
 
 
 def _decide(args: argparse.Namespace) -> int:
     from textprop.errors import ConfigError
 
-    ledger = _ledger(args.run)
+    ledger = _ledger(args.run, writable=True)
     step = ledger.step(args.step)
     if step is None or step["status"] != "pending":
         raise ConfigError(f"step {args.step} is not awaiting review", source=str(args.run))
     ledger.decide(args.step, args.decision, args.note)
-    print(f"step {args.step} {args.decision}; continue with: textprop optimize "
-          f"{args.run / 'config.toml'} --run-dir {args.run} --resume")
+    print(f"step {args.step} {args.decision}; continue with: {_resume_command(ledger, args.run)}")
     return 0
 
 

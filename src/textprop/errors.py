@@ -3,6 +3,23 @@
 Every error a user can meet derives from `TextpropError` and says what to do about it.
 Engine errors split into `TransientEngineError` (worth retrying: rate limits, 5xx, timeouts,
 dropped connections) and everything else, which fails at once.
+
+    TextpropError
+    +-- ConfigError (ValueError)        a config file, argument or dataset row
+    +-- GraphError
+    |   +-- MissingEngineError
+    +-- EngineError
+    |   +-- TransientEngineError        (engines.retry.RetriesExhaustedError)
+    |   +-- EngineAuthError
+    |   +-- EngineRequestError
+    |   +-- EngineReplyError
+    |   +-- EngineUnavailableError
+    |   +-- CacheMissError
+    +-- BudgetExceeded
+    +-- RunFolderError                  a run folder cannot be used as asked
+    |   +-- RunInUseError               another process holds its lock
+    |   +-- RunExistsError (FileExistsError)  it holds a run and --resume was not given
+    +-- StorageError                    a ledger or cache file: corrupt, full disk, read-only
 """
 
 from __future__ import annotations
@@ -91,3 +108,28 @@ class BudgetExceeded(TextpropError):
     def __init__(self, message: str, usage: Any = None) -> None:
         super().__init__(message)
         self.usage = usage
+
+
+class RunFolderError(TextpropError):
+    """A run folder cannot be used as asked; the message names the folder and what to do."""
+
+
+class RunInUseError(RunFolderError):
+    """Another process holds the run folder's lock; `pid` is that process (None: unknown)."""
+
+    def __init__(self, message: str, *, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+class RunExistsError(RunFolderError, FileExistsError):
+    """The folder already holds a run, and the caller did not ask to resume it."""
+
+
+class StorageError(TextpropError):
+    """A file textprop keeps (a run's ledger, the LLM cache, a run folder) cannot be read or
+    written: corrupt or truncated, a full disk, a read-only file system. Names the file."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.message, self.path = message, path

@@ -8,14 +8,19 @@ the last committed step and nothing accepted is lost.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from textprop.errors import StorageError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -176,36 +181,122 @@ class StepRecord:
     finished_at: float = 0.0
 
 
+def storage_error(error: BaseException, path: Path, doing: str) -> StorageError:
+    """One `StorageError` naming the file, for an sqlite3 or OS error met while `doing`."""
+    text = str(error) if isinstance(error, sqlite3.Error) else (
+        getattr(error, "strerror", None) or str(error))
+    errno_ = getattr(error, "errno", None)
+    if "not a database" in text or "malformed" in text:
+        why = "the file is damaged or is not a ledger (not an SQLite database)"
+    elif "disk is full" in text or errno_ == 28:
+        why = "the disk is full"
+    elif "readonly" in text or "read-only" in text.lower() or errno_ == 30:
+        why = "the folder is read-only"
+    else:
+        why = text
+    return StorageError(f"cannot {doing}: {why}", path=str(path))
+
+
+def _storage(doing: str) -> Callable[[F], F]:
+    """Turn sqlite3 errors of a Ledger method into one `StorageError` naming the file."""
+    def wrap(method: F) -> F:
+        @functools.wraps(method)
+        def wrapper(self: Ledger, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except sqlite3.Error as error:
+                raise storage_error(error, self.path, doing) from None
+        return wrapper  # type: ignore[return-value]
+    return wrap
+
+
 class Ledger:
+    """`Ledger(path)` opens (or creates) a run's ledger for writing; `read_only=True` opens
+    an existing one for reading only (`history`, `report`, ... on a read-only folder)."""
+
     FILE_NAME = "ledger.sqlite3"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
+        if self.path.is_file() and self.path.stat().st_size == 0:
+            # SQLite would take it for a new database and the run would start afresh.
+            raise StorageError("the ledger is empty (0 bytes): it is damaged, and was not "
+                               "resumed or read; move it away to start a new run",
+                               path=str(self.path))
+        try:
+            self._db = self._connect()
+        except sqlite3.Error as error:
+            raise storage_error(error, self.path, "open the ledger") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            if not self.path.is_file():
+                raise sqlite3.OperationalError("unable to open database file: no such file")
+            db = None
+            # mode=ro still needs the -shm file of a WAL database; on a read-only folder that
+            # never had one, immutable=1 reads the file as it is (nobody can be writing it).
+            for flags in ("mode=ro", "immutable=1"):
+                db = sqlite3.connect(f"{self.path.resolve().as_uri()}?{flags}", uri=True,
+                                     timeout=30, isolation_level=None, check_same_thread=False)
+                try:
+                    db.execute("SELECT COUNT(*) FROM steps").fetchone()
+                    break
+                except sqlite3.OperationalError as error:
+                    db.close()
+                    if flags == "immutable=1" or "no such table" in str(error):
+                        raise
+            assert db is not None
+            db.row_factory = sqlite3.Row
+            return db
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise storage_error(error, self.path.parent, "create the run folder") from None
         # One connection, used from the caller and from textprop's event-loop thread in turn.
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                   check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                             check_same_thread=False)
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     @classmethod
-    def in_run(cls, run_dir: str | Path) -> Ledger:
-        return cls(Path(run_dir) / cls.FILE_NAME)
+    def in_run(cls, run_dir: str | Path, *, read_only: bool = False) -> Ledger:
+        return cls(Path(run_dir) / cls.FILE_NAME, read_only=read_only)
 
     def close(self) -> None:
         self._db.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            raise storage_error(error, self.path, "write to the ledger") from None
         try:
             yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
+        except BaseException as error:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # a failed COMMIT or a full disk may have rolled back already
+            if isinstance(error, sqlite3.Error):
+                raise storage_error(error, self.path, "write to the ledger") from None
             raise
-        self._db.execute("COMMIT")
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as error:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise storage_error(error, self.path, "write to the ledger") from None
 
     # --- writing -------------------------------------------------------------------------
     def set_meta(self, **items: Any) -> None:
@@ -288,37 +379,46 @@ class Ledger:
                        (step, decision, time.time(), note))
 
     # --- reading -------------------------------------------------------------------------
+    @_storage("read the ledger")
     def meta(self) -> dict[str, Any]:
         return {r["key"]: json.loads(r["value"])
                 for r in self._db.execute("SELECT key, value FROM meta")}
 
+    @_storage("read the ledger")
     def steps(self) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT * FROM steps ORDER BY step").fetchall()
         return [self._step_dict(r) for r in rows]
 
+    @_storage("read the ledger")
     def step(self, step: int) -> dict[str, Any] | None:
         row = self._db.execute("SELECT * FROM steps WHERE step = ?", (step,)).fetchone()
         return None if row is None else self._step_dict(row)
 
+    @_storage("read the ledger")
     def last_step(self) -> dict[str, Any] | None:
         row = self._db.execute("SELECT * FROM steps ORDER BY step DESC LIMIT 1").fetchone()
         return None if row is None else self._step_dict(row)
 
+    @_storage("read the ledger")
     def revisions(self, step: int | None = None) -> list[dict[str, Any]]:
         return self._rows("revisions", step)
 
+    @_storage("read the ledger")
     def losses(self, step: int | None = None) -> list[dict[str, Any]]:
         return self._rows("losses", step)
 
+    @_storage("read the ledger")
     def evaluations(self, step: int | None = None) -> list[dict[str, Any]]:
         rows = self._rows("evaluations", step)
         for r in rows:
             r["per_example"] = json.loads(r["per_example"])
         return rows
 
+    @_storage("read the ledger")
     def calls(self, step: int | None = None) -> list[dict[str, Any]]:
         return self._rows("calls", step)
 
+    @_storage("read the ledger")
     def candidates(self) -> list[CandidateRow]:
         rows = self._db.execute("SELECT * FROM candidates ORDER BY id").fetchall()
         return [CandidateRow(
@@ -330,11 +430,13 @@ class Ledger:
             val_per_example=None if r["val_per_example"] is None
             else json.loads(r["val_per_example"])) for r in rows]
 
+    @_storage("read the ledger")
     def approval(self, step: int) -> str | None:
         row = self._db.execute("SELECT decision FROM approvals WHERE step = ?",
                                (step,)).fetchone()
         return None if row is None else row["decision"]
 
+    @_storage("read the ledger")
     def usage_by_role(self) -> dict[str, dict[str, float]]:
         rows = self._db.execute(
             "SELECT role, COUNT(*) AS calls, SUM(cached) AS cache_hits, "

@@ -4,7 +4,11 @@ once its system prompt asks for an 'Answer:' line, the way a real model follows 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 from textprop.engines.scripted import ScriptedEngine
 
@@ -71,3 +75,15 @@ def write_run_config(folder, *, engine: str, train: list[tuple[int, int]],
     config = folder / "run.toml"
     config.write_text(text)
     return str(config)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli_process(*args: object, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A real `textprop` process (this checkout's), its output captured as text."""
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "OPENAI_API_KEY": "sk-test",
+                   **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "textprop.cli", *map(str, args)],
+                            cwd=REPO, env=environment, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)

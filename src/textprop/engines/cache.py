@@ -176,6 +176,7 @@ class Cache(Engine):
         self._conn_lock = threading.Lock()
         self._inflight: dict[str, Future[Completion]] = {}
         self._inflight_lock = threading.Lock()
+        self.unusable: str | None = None  # why the file cannot be used: calls pass through
 
     def key(self, request: Request) -> str:
         return cache_key(self.inner.name, request)
@@ -237,6 +238,8 @@ class Cache(Engine):
         key = self.key(request)
         if self.mode == "replay":
             return self._replay(request, await run(self._get, key))
+        if self.unusable is not None:
+            return await call(request)
         while True:
             future, leader = self._claim(key)
             if not leader:
@@ -347,14 +350,35 @@ class Cache(Engine):
     def _get(self, key: str) -> Completion | None:
         if self.mode == "replay" and not self.path.exists():
             return None  # replay never creates the file
-        row = self._connection().execute(
-            "SELECT completion FROM completions WHERE key = ?", (key,)).fetchone()
+        if self.unusable is not None:
+            return None
+        import sqlite3
+
+        try:
+            row = self._connection().execute(
+                "SELECT completion FROM completions WHERE key = ?", (key,)).fetchone()
+        except (sqlite3.DatabaseError, OSError) as exc:
+            if not _is_damage(exc) or self.mode == "replay":
+                raise
+            self._give_up(exc)
+            return None
         return _load_completion(row[0]) if row else None
+
+    def _give_up(self, exc: BaseException) -> None:
+        """The file is damaged (or cannot be made): run uncached, and say so once."""
+        with self._conn_lock:
+            first, self.unusable = self.unusable is None, f"{type(exc).__name__}: {exc}"
+        if first:
+            warnings.warn(f"the LLM cache {self.path} cannot be used ({exc}); running "
+                          "without it, so no call is cached (move the file away to start a "
+                          "new cache)", RuntimeWarning, stacklevel=2)
 
     def _put(self, key: str, request: Request, completion: Completion) -> None:
         """Record an answer. It is already paid for, so a failure to store it only warns."""
         import sqlite3
 
+        if self.unusable is not None:
+            return
         try:
             data = _dump_completion(completion)
             self._connection().execute(
@@ -363,12 +387,26 @@ class Cache(Engine):
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (key, self.inner.name, request.role, canonical_request(self.inner.name, request),
                  data, completion.latency_s, time.time()))
-        except (TypeError, ValueError, sqlite3.Error, OSError) as exc:
-            # stacklevel 6 names the caller of `complete` (past _now, _answer, _run_inline and
-            # complete); on the async path `_put` runs in a worker thread, so no caller shows.
-            warnings.warn(f"could not cache a {request.role} completion in {self.path} "
-                          f"({type(exc).__name__}: {exc}); it will be requested again next time",
-                          RuntimeWarning, stacklevel=6)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            if _is_damage(exc):
+                self._give_up(exc)
+            else:
+                self._warn_uncached(request, exc)
+        except (TypeError, ValueError, sqlite3.Error) as exc:
+            self._warn_uncached(request, exc)
+
+    def _warn_uncached(self, request: Request, exc: BaseException) -> None:
+        # stacklevel 7 names the caller of `complete` (past this, _put, _now, _answer,
+        # _run_inline and complete); on the async path `_put` runs in a worker thread.
+        warnings.warn(f"could not cache a {request.role} completion in {self.path} "
+                      f"({type(exc).__name__}: {exc}); it will be requested again next time",
+                      RuntimeWarning, stacklevel=7)
+
+
+def _is_damage(exc: BaseException) -> bool:
+    """A damaged or unwritable file, as opposed to another process holding the lock."""
+    text = str(exc)
+    return "locked" not in text and "busy" not in text
 
 
 async def _now(fn: Callable[..., T], *args: Any) -> T:

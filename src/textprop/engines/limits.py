@@ -6,6 +6,12 @@ slot goes straight to the longest waiter (FIFO), so no caller starves.
 
 Put it below the cache (hits never wait for a slot) and above `Retry` (a call backing off after
 a 429 keeps its slot, which is the back-pressure a rate-limited provider asks for).
+
+A call that fails for good (refused credentials, or a transient failure `Retry` gave up on)
+halts the limit until the calls in flight have ended: calls waiting for a slot, or arriving
+meanwhile, fail at once without being sent, so a run that is about to fail pays for nothing
+more, while the calls already sent finish (into the cache above). Once the limit is idle it
+serves calls again.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ import time
 from collections import deque
 
 from textprop.engines.base import Completion, Engine, Request
-from textprop.errors import ConfigError
+from textprop.errors import ConfigError, EngineAuthError, EngineError, TransientEngineError
+
+FATAL = (EngineAuthError, TransientEngineError)  # below Retry, a transient error is final
 
 
 class _AsyncWaiter:
@@ -43,6 +51,11 @@ class Slots:
     @property
     def in_use(self) -> int:
         return self._used
+
+    @property
+    def idle(self) -> bool:
+        with self._lock:
+            return self._used == 0 and not self._waiters
 
     def acquire(self) -> None:
         with self._lock:
@@ -136,24 +149,49 @@ class ConcurrencyLimit(Engine):
         self.max_in_flight = max_in_flight
         self.slots = Slots(max_in_flight)
         self.rate = RateLimiter(rate_per_s, burst) if rate_per_s is not None else None
+        self.halted: EngineError | None = None  # the failure that stops new calls
+
+    def _check_halted(self, request: Request) -> None:
+        if self.halted is not None:
+            raise EngineError(f"{self.name}: this {request.role} call was not sent, because an "
+                              f"earlier call failed: {self.halted}", provider=self.name)
+
+    def _failed(self, error: BaseException) -> None:
+        if isinstance(error, FATAL):
+            self.halted = error
+
+    def _release(self) -> None:
+        self.slots.release()
+        if self.halted is not None and self.slots.idle:
+            self.halted = None  # every call of the failed burst has ended
 
     async def acomplete(self, request: Request) -> Completion:
         await self.slots.aacquire()
         try:
+            self._check_halted(request)
             if self.rate is not None:
                 await asyncio.sleep(self.rate.reserve())
+                self._check_halted(request)
             return await self.inner.acomplete(request)
+        except Exception as error:
+            self._failed(error)
+            raise
         finally:
-            self.slots.release()
+            self._release()
 
     def complete(self, request: Request) -> Completion:
         self.slots.acquire()
         try:
+            self._check_halted(request)
             if self.rate is not None:
                 time.sleep(self.rate.reserve())
+                self._check_halted(request)
             return self.inner.complete(request)
+        except Exception as error:
+            self._failed(error)
+            raise
         finally:
-            self.slots.release()
+            self._release()
 
     async def aclose(self) -> None:
         await self.inner.aclose()

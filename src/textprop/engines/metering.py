@@ -319,7 +319,9 @@ class Meter(Engine):
                 self._unpriced.add(label)
             if first_time:
                 warnings.warn(f"no price known for {label!r}: its calls are metered at $0; "
-                              f"pass prices={{{label!r}: (usd_in_per_1M, usd_out_per_1M)}}",
+                              f"set [budget] prices = {{ \"{label}\" = {{ input = ..., "
+                              "output = ... } } (USD per 1M tokens), or pass "
+                              f"prices={{{label!r}: (usd_in_per_1M, usd_out_per_1M)}}",
                               RuntimeWarning, stacklevel=4)
             return 0.0
         return price.cost(input_tokens, output_tokens)

@@ -77,8 +77,18 @@ class EngineSpec:
     provider: str | None = None
 
 
+def public_spec(spec: str) -> str:
+    """`spec` as it may be stored or shown: a URL in it loses its user info, query and
+    fragment (any of them may hold a credential)."""
+    from textprop.engines.sdk import public_url
+
+    return re.sub(r"https?://[^\s@/]*@?[^\s]*",
+                  lambda m: public_url(m.group(0)), spec) if "://" in spec else spec
+
+
 def _fail(spec: str, why: str) -> ConfigError:
-    return ConfigError(f"engine spec {spec!r}: {why}. Accepted forms: {ACCEPTED_FORMS}")
+    return ConfigError(f"engine spec {public_spec(spec)!r}: {why}. "
+                       f"Accepted forms: {ACCEPTED_FORMS}")
 
 
 def _model(spec: str, model: str, what: str) -> str:
@@ -90,6 +100,9 @@ def _model(spec: str, model: str, what: str) -> str:
 
 def _compatible(spec: str, rest: str, provider: str, default_url: str | None) -> EngineSpec:
     """`MODEL@URL`, or a bare `MODEL` when the provider has a default URL."""
+    if rest.strip().startswith("@"):
+        raise _fail(spec, f"{provider} needs a model name before '@': "
+                          f"'{provider}:MODEL@http://host:port/v1'")
     if match := _AT_URL.match(rest.strip()):
         return EngineSpec("openai-compatible", _model(spec, match["model"], provider),
                           base_url=match["url"].rstrip("/"), provider=provider)

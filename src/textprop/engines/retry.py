@@ -94,8 +94,10 @@ class Retry(Engine):
                         f"{exc} (gave up after {retry + 1} attempts)", attempts=retry + 1,
                         provider=exc.provider, status=exc.status,
                         retry_after=exc.retry_after) from exc
-                log.warning("%s: %s; retry %d of %d in %.2fs", self.name, exc, retry + 1,
-                            self.max_retries, wait)
+                # Engine errors mostly start with the engine's name already: say it once.
+                named = str(exc).startswith(f"{self.name}:")
+                log.warning("%s%s; retry %d of %d in %.2fs", "" if named else f"{self.name}: ",
+                            exc, retry + 1, self.max_retries, wait)
                 await self._sleep(wait)
         raise AssertionError("unreachable: the loop returns or raises")
 

@@ -46,6 +46,10 @@ class Metric(ABC):
     async def ascore(self, prediction: str, example: Example | str) -> MetricResult:
         return self.score(prediction, example)
 
+    def check(self, example: Example | str) -> None:  # noqa: B027 - optional, no-op
+        """Raise the `ConfigError` scoring `example` would meet (e.g. a target the metric
+        cannot read), so a run fails before it starts; most metrics accept any target."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 

@@ -85,6 +85,10 @@ class NumericMatch(Metric):
     def __init__(self, *, tolerance: float = 1e-9) -> None:
         self.tolerance = tolerance
 
+    def check(self, example: Example | str) -> None:
+        """A target without a number fails here, before the run, not at its first score."""
+        self.score("", example)
+
     def score(self, prediction: str, example: Example | str) -> MetricResult:
         source = None if isinstance(example, str) else example.source or None
         return numeric_match(prediction, target_of(example), tolerance=self.tolerance,

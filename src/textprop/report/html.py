@@ -21,6 +21,7 @@ from string import Template
 from typing import Any
 
 from textprop import __version__
+from textprop.engines.registry import public_spec
 from textprop.ledger import CandidateRow, Ledger
 from textprop.report.chart import Frame, Series, line_chart, nice_step
 from textprop.report.lineage import lineage_tree
@@ -44,7 +45,7 @@ def render_report(ledger: Ledger) -> str:
         "search_nav": '<a href="#search">Search</a>' if run.candidates else "",
         "search_style": _resource("search.css") if run.candidates else "",
         "net_change": _net_change(run),
-        "usage": _usage(run.usage),
+        "usage": _usage(run.usage, run.unpriced_roles()),
         "steps": _steps(run),
         "footer": _footer(run),
     }
@@ -57,7 +58,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     ledger_path = run_dir / Ledger.FILE_NAME
     if not ledger_path.is_file():  # Ledger() would create an empty one
         raise FileNotFoundError(f"no run ledger at {ledger_path}")
-    ledger = Ledger(ledger_path)
+    ledger = Ledger(ledger_path, read_only=True)
     try:
         page = render_report(ledger)
     finally:
@@ -86,6 +87,7 @@ class _Step:
     calls: list[dict[str, Any]]
     approval: str | None
     best_before: float | None  # the validation score this step had to beat
+    unpriced: bool = False  # an engine without a price made some of its calls
 
     @property
     def number(self) -> int:
@@ -109,14 +111,17 @@ class _Run:
     @classmethod
     def load(cls, ledger: Ledger) -> _Run:
         meta = ledger.meta()
+        unpriced = set(meta.get("unpriced") or [])
         steps: list[_Step] = []
         for row in ledger.steps():
             n = row["step"]
+            calls = ledger.calls(n)
             steps.append(_Step(
                 row=row, revisions=ledger.revisions(n), losses=ledger.losses(n),
                 evaluations={e["split"]: e for e in ledger.evaluations(n)},
-                calls=ledger.calls(n), approval=ledger.approval(n),
-                best_before=_score_to_beat(steps)))
+                calls=calls, approval=ledger.approval(n),
+                best_before=_score_to_beat(steps),
+                unpriced=any(c["engine"] in unpriced and not c["cached"] for c in calls)))
         engines: dict[str, list[str]] = {}
         for c in ledger.calls():
             if c["engine"] not in engines.setdefault(c["role"], []):
@@ -124,6 +129,11 @@ class _Run:
         name = str(meta.get("name") or meta.get("run_name") or ledger.path.parent.name)
         return cls(name=name, meta=meta, steps=steps, usage=ledger.usage_by_role(),
                    engines=engines, source=ledger.path.name, candidates=ledger.candidates())
+
+    def unpriced_roles(self) -> set[str]:
+        """Roles whose engines include one without a price: their cost is unknown."""
+        unpriced = set(self.meta.get("unpriced") or [])
+        return {role for role, names in self.engines.items() if unpriced & set(names)}
 
     @property
     def baseline(self) -> _Step | None:
@@ -196,7 +206,10 @@ def _int(v: float | None) -> str:
     return f"{int(v or 0):,}"
 
 
-def _cost(v: float | None) -> str:
+def _cost(v: float | None, unknown: bool = False) -> str:
+    """USD, or "unknown" where an engine without a price made calls (metered at $0)."""
+    if unknown:
+        return "unknown" if not v else f"≥ ${v:.4f} (some unknown)"
     v = v or 0.0
     return f"${v:,.2f}" if v >= 1 else f"${v:.4f}"
 
@@ -259,7 +272,8 @@ def _engines(run: _Run) -> str:
     if not items:
         return "—"
     return " ".join(f'<span class="engine">{f"<b>{escape(str(role))}</b> " if role else ""}'
-                    f"<code>{escape(_text(name))}</code></span>" for role, name in items)
+                    f"<code>{escape(public_spec(_text(name)))}</code></span>"
+                    for role, name in items)
 
 
 def _header(run: _Run) -> str:
@@ -312,6 +326,7 @@ def _overview(run: _Run) -> str:
     tally = " · ".join(f'<span class="count count-{st}">{n} {st}</span>'
                        for st, n in counts.items() if n)
     total_cost = sum(u["cost_usd"] or 0.0 for u in run.usage.values())
+    unpriced = bool(run.unpriced_roles())
     total_calls = sum(u["calls"] or 0 for u in run.usage.values())
     final_test, link = run.final_test, _step_link(best)
     cards = [_score_kpi("Validation", base.row["val_score"],
@@ -321,7 +336,7 @@ def _overview(run: _Run) -> str:
                         f"baseline → values of {link}" if final_test is not None
                         else f"not measured for {link}" if best else "no test score"),
              _kpi("Steps", str(sum(counts.values())), tally or "baseline only"),
-             _kpi("Cost", _cost(total_cost), f"{_int(total_calls)} calls")]
+             _kpi("Cost", _cost(total_cost, unpriced), f"{_int(total_calls)} calls")]
     return f'<div class="kpis">{"".join(cards)}</div>{_chart(run)}'
 
 
@@ -329,6 +344,9 @@ def _chart(run: _Run) -> str:
     xs = [s.number for s in run.steps]
     column = {k: [s.row[k] for s in run.steps] for k in ("batch_score", "val_score",
                                                          "test_score")}
+    final_test, best = run.final_test, run.best
+    if final_test is not None and best is not None and best.row["test_score"] is None:
+        column["test_score"][run.steps.index(best)] = final_test  # the final test's values
     series = [Series("batch", "batch", column["batch_score"], "#94a3b8", dashed=True),
               Series("val", "validation", column["val_score"], "#4f46e5", marked=True,
                      bridge_gaps=True)]  # a skipped step has no validation score
@@ -358,21 +376,22 @@ def _net_change(run: _Run) -> str:
             f', the values in force.</p>{"".join(blocks)}')
 
 
-def _usage(usage: dict[str, dict[str, float]]) -> str:
+def _usage(usage: dict[str, dict[str, float]], unpriced: set[str] = frozenset()) -> str:
     if not usage:
         return '<p class="empty">No calls recorded.</p>'
     head = ["Role", "Calls", "Cache hits", "Tokens in", "Tokens out", "Cost", "Latency",
             "Latency / call"]
-    rows = [_usage_row(f"<code>{escape(role)}</code>", u) for role, u in usage.items()]
+    rows = [_usage_row(f"<code>{escape(role)}</code>", u, role in unpriced)
+            for role, u in usage.items()]
     total = {k: sum(u[k] or 0 for u in usage.values()) for k in next(iter(usage.values()))}
-    return _table(head, rows, "usage num", foot=_usage_row("Total", total))
+    return _table(head, rows, "usage num", foot=_usage_row("Total", total, bool(unpriced)))
 
 
-def _usage_row(label: str, u: dict[str, float]) -> list[str]:
+def _usage_row(label: str, u: dict[str, float], unpriced: bool = False) -> list[str]:
     calls, hits = int(u["calls"] or 0), int(u["cache_hits"] or 0)
     share = f' <span class="muted">({hits / calls:.0%})</span>' if calls else ""
     return [label, _int(calls), f"{_int(hits)}{share}", _int(u["input_tokens"]),
-            _int(u["output_tokens"]), _cost(u["cost_usd"]), _seconds(u["latency_s"]),
+            _int(u["output_tokens"]), _cost(u["cost_usd"], unpriced), _seconds(u["latency_s"]),
             _seconds((u["latency_s"] or 0.0) / calls if calls else 0.0)]
 
 
@@ -647,9 +666,10 @@ def _steps(run: _Run) -> str:
 def _step(step: _Step, candidates: str = "") -> str:
     row = step.row
     calls = step.calls
-    facts = [f"epoch {row['epoch']}",
+    facts = [f"epoch {row['epoch'] + 1}",  # counted from 1, as in `textprop history`
              *([f"batch of {len(row['batch'])}"] if row["batch"] else []),
-             f"{len(calls)} calls", _cost(sum(c["cost_usd"] for c in calls)),
+             f"{len(calls)} calls", _cost(sum(c["cost_usd"] for c in calls),
+                                          unknown=step.unpriced),
              _seconds(max(0.0, row["finished_at"] - row["started_at"]))]
     approval = (f' <span class="approval">human review: {_badge(step.approval)}</span>'
                 if step.approval else "")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,7 @@ from textprop.data.dataset import Splits, load_dataset
 from textprop.data.tasks import builtin_task
 from textprop.engines.base import Engine
 from textprop.engines.cache import Cache, default_cache_path
-from textprop.engines.metering import Meter
+from textprop.engines.metering import Meter, PriceTable
 from textprop.engines.stack import build_stack, find_layer
 from textprop.errors import ConfigError
 from textprop.optim.tgd import TextualGradientDescent
@@ -22,13 +21,18 @@ from textprop.train.events import RunCallback
 from textprop.train.pipeline import DEFAULT_ROLE, PromptPipeline
 from textprop.train.strategies import build_strategy
 from textprop.train.trainer import Trainer, TrainerSettings
+from textprop.user_code import import_user_module
 
 
 def build_splits(config: RunConfig) -> Splits:
     task, seed = config.task, config.run.seed
     if task.builtin:
-        splits = builtin_task(task.builtin, n_train=task.n_train, n_val=task.n_val,
-                              n_test=task.n_test, seed=seed)
+        try:
+            splits = builtin_task(task.builtin, n_train=task.n_train, n_val=task.n_val,
+                                  n_test=task.n_test, seed=seed)
+        except ConfigError as error:
+            raise ConfigError(error.message, source=_source(config),
+                              field="task.builtin") from None
     elif task.bbh:
         splits = load_bbh(config.resolve(task.bbh))
     elif task.gsm8k:
@@ -47,13 +51,17 @@ def build_splits(config: RunConfig) -> Splits:
 
 def provider_engine(spec: str, timeout: float | None = None) -> Engine:
     """`get_engine(spec)`, plus `python:module:factory` for an engine built by user code."""
-    if spec.startswith("python:"):
-        module_name, _, attr = spec.removeprefix("python:").partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as error:
-            raise ConfigError(f"cannot load engine factory {spec!r}: {error}",
-                              field="engines") from None
+    if spec.startswith("python:"):  # user code, found as `module:function` metrics are
+        module_name, _, attr = spec.removeprefix("python:").rpartition(":")
+        label = f"engine factory {spec!r}"
+        if not module_name or not attr:
+            raise ConfigError(f"{label} is not of the form 'python:module:function'",
+                              field="engines")
+        module = import_user_module(module_name, label, "engine")
+        factory = getattr(module, attr, None)
+        if not callable(factory):
+            raise ConfigError(f"{label}: module {module_name!r} has no function {attr!r}",
+                              field="engines")
         engine = factory()
         if not isinstance(engine, Engine):
             raise ConfigError(f"{spec} returned {type(engine).__name__}, not an Engine",
@@ -64,6 +72,59 @@ def provider_engine(spec: str, timeout: float | None = None) -> Engine:
     return get_engine(spec, **({"timeout": timeout} if timeout else {}))
 
 
+def _source(config: RunConfig) -> str | None:
+    return str(config.source) if config.source else None
+
+
+def _spec_field(config: RunConfig, role: str) -> str:
+    """The config field a role's engine spec came from."""
+    return f"engines.{role}" if getattr(config.engines, role) else "engines.default"
+
+
+def _provider_for(config: RunConfig, role: str) -> Engine:
+    """The provider engine of `role`; a bad spec or a missing extra names the config field."""
+    from textprop.errors import EngineUnavailableError
+
+    spec, field = config.engine_spec(role), _spec_field(config, role)
+    try:
+        return provider_engine(spec, config.engines.timeout)
+    except ConfigError as error:
+        raise ConfigError(error.message, source=_source(config), field=field) from None
+    except EngineUnavailableError as error:
+        hint = ""
+        if field == "engines.default" and "default" not in config.engines.model_fields_set:
+            hint = (" (no [engines] default is set, so the embedded local model is used; "
+                    "to use an API engine instead, set [engines] default = "
+                    "\"openai:gpt-4o-mini\" or \"openai-compatible:MODEL@http://host/v1\")")
+        where = f"{_source(config)}, field {field!r}: " if config.source else ""
+        raise EngineUnavailableError(f"{where}{error}{hint}",
+                                     provider=error.provider) from None
+
+
+def _cache_path(config: RunConfig) -> Path:
+    path = config.resolve(config.cache.path) if config.cache.path else default_cache_path()
+    if path.is_dir():
+        raise ConfigError(f"{str(path)!r} is a directory; give the cache's file path",
+                          source=_source(config), field="cache.path")
+    return path
+
+
+def _prices(config: RunConfig) -> PriceTable:
+    return PriceTable(config.budget.prices or {}, source=_source(config))
+
+
+def _check_priced(config: RunConfig, role: str, engine: Engine, prices: PriceTable) -> None:
+    """`max_cost_usd` can only be enforced on engines with a price: say so before any call."""
+    model = getattr(engine, "model", None)
+    if prices.price_for(model, engine.name) is None:
+        raise ConfigError(
+            f"[budget] max_cost_usd needs a price for engine {engine.name!r} "
+            f"({_spec_field(config, role)}); give it as [budget] prices = "
+            f"{{ \"{engine.name}\" = {{ input = 0.15, output = 0.60 }} }} "
+            "(USD per 1M tokens), or use max_calls / max_tokens instead",
+            source=_source(config), field="budget.max_cost_usd")
+
+
 @dataclass
 class Engines:
     forward: Engine
@@ -71,14 +132,17 @@ class Engines:
     optimizer: Engine
     meters: list[Meter] = field(default_factory=list)
     cache_path: Path | None = None
+    unpriced: list[str] = field(default_factory=list)  # engines whose cost is unknown
 
 
 def build_engines(config: RunConfig) -> Engines:
     """One layered stack per distinct engine spec, shared by the roles that use it."""
     cache: Any = False
     if config.cache.enabled:
-        cache = config.resolve(config.cache.path) if config.cache.path else default_cache_path()
+        cache = _cache_path(config)
+    prices = _prices(config)
     stacks: dict[str, tuple[Engine, Meter]] = {}
+    unpriced: list[str] = []
     first: Engine | None = None  # the stack holding the budget; the others share it
     b = config.budget
     for role in ("forward", "feedback", "optimizer"):
@@ -87,15 +151,20 @@ def build_engines(config: RunConfig) -> Engines:
             limits = ({"max_calls": b.max_calls, "max_tokens": b.max_tokens,
                        "max_cost_usd": b.max_cost_usd} if first is None
                       else {"share_budget_with": first})
+            provider = _provider_for(config, role)
+            if b.max_cost_usd is not None:
+                _check_priced(config, role, provider, prices)
+            if prices.price_for(getattr(provider, "model", None), provider.name) is None:
+                unpriced.append(provider.name)
             stacks[spec] = build_stack(
-                provider_engine(spec, config.engines.timeout), cache=cache,
+                provider, cache=cache, prices=prices,
                 replay=config.cache.replay, concurrency=config.engines.concurrency, **limits)
             first = first or stacks[spec][0]
     pick = {role: stacks[config.engine_spec(role)][0]
             for role in ("forward", "feedback", "optimizer")}
     cache_layer = find_layer(pick["forward"], Cache)
     return Engines(**pick, meters=[meter for _, meter in stacks.values()],
-                   cache_path=cache_layer.path if cache_layer else None)
+                   cache_path=cache_layer.path if cache_layer else None, unpriced=unpriced)
 
 
 def build_metric(config: RunConfig, engines: Engines) -> Any:
@@ -132,6 +201,8 @@ def build_trainer(config: RunConfig, run_dir: Path,
                               template=p.template, max_tokens=p.max_tokens,
                               demonstrations=[] if config.strategy.demos else None,
                               placement=p.demos_placement)
+    for example in (*splits.train, *splits.val, *splits.test):  # every row fits the template
+        pipeline.check(example, source=_source(config))
     o = config.optimizer
     optimizer = TextualGradientDescent(
         pipeline.parameters(), engine=engines.optimizer,
@@ -153,7 +224,11 @@ def build_trainer(config: RunConfig, run_dir: Path,
                        else s.options()))
     except ConfigError as error:
         raise ConfigError(error.message, source=str(config.source), field=error.field) from None
-    trainer = Trainer(pipeline, build_metric(config, engines), optimizer, engines.feedback,
+    metric = build_metric(config, engines)
+    check = getattr(metric, "check", None)
+    for example in (*splits.train, *splits.val, *splits.test) if check else ():
+        check(example)  # every target is one the metric can read
+    trainer = Trainer(pipeline, metric, optimizer, engines.feedback,
                       splits, settings, run_dir, strategy=strategy, meters=engines.meters,
                       progress=progress, counter=counter, callbacks=callbacks or [])
     return trainer, engines

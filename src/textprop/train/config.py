@@ -8,7 +8,7 @@
     [trainer]   epochs, batch_size, steps_per_epoch, acceptance, early_stopping, approval, ...
     [strategy]  kind = "tgd" | "pareto", and the pareto search's settings
     [cache]     enabled, path, replay
-    [budget]    max_calls, max_tokens, max_cost_usd, max_metric_calls
+    [budget]    max_calls, max_tokens, max_cost_usd, max_metric_calls, prices
     [tracking]  mlflow = URI, experiment, otlp = ENDPOINT (textprop.tracking)
 """
 
@@ -18,13 +18,32 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from textprop.errors import ConfigError
+
+# Upper bounds on counts: far above any real run, low enough that a typo (or 2**63) fails
+# here instead of paying for a baseline and then filling memory with a schedule.
+MAX_EPOCHS = 1000
+MAX_STEPS_PER_EPOCH = 10_000
+MAX_EXAMPLES = 1_000_000
+MAX_TOKENS = 1_000_000
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def is_plain_name(name: str) -> bool:
+    """One file or folder name: not empty, not '.' or '..', no separator or NUL."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
 
 
 class RunSection(_Section):
@@ -32,12 +51,20 @@ class RunSection(_Section):
     dir: str = "runs"
     seed: int = 0
 
+    @field_validator("name")
+    @classmethod
+    def one_folder_name(cls, name: str) -> str:
+        if not is_plain_name(name):
+            raise ValueError(f"{name!r} is not a folder name (one path component, not empty, "
+                             "'.' or '..'); the run folder is run.dir/run.name")
+        return name
+
 
 class TaskSection(_Section):
     builtin: str | None = None
-    n_train: int = Field(30, ge=1)
-    n_val: int = Field(30, ge=1)
-    n_test: int = Field(50, ge=0)
+    n_train: int = Field(30, ge=1, le=MAX_EXAMPLES)
+    n_val: int = Field(30, ge=1, le=MAX_EXAMPLES)
+    n_test: int = Field(50, ge=0, le=MAX_EXAMPLES)
     bbh: str | None = None
     gsm8k: str | None = None
     train: str | None = None
@@ -45,8 +72,8 @@ class TaskSection(_Section):
     test: str | None = None
     input_field: str = "input"
     target_field: str = "target"
-    limit_val: int | None = Field(None, ge=1)
-    limit_test: int | None = Field(None, ge=0)
+    limit_val: int | None = Field(None, ge=1, le=MAX_EXAMPLES)
+    limit_test: int | None = Field(None, ge=0, le=MAX_EXAMPLES)
 
     @model_validator(mode="after")
     def one_source(self) -> TaskSection:
@@ -63,7 +90,7 @@ class PipelineSection(_Section):
     system_prompt: str
     role_description: str | None = None
     template: str = "{input}"
-    max_tokens: int | None = Field(512, ge=1)
+    max_tokens: int | None = Field(512, ge=1, le=MAX_TOKENS)
     demos_placement: Literal["system", "turns"] = "system"  # where demonstrations go
 
 
@@ -77,28 +104,28 @@ class EnginesSection(_Section):
     forward: str | None = None
     feedback: str | None = None
     optimizer: str | None = None
-    concurrency: int = Field(8, ge=1)  # requests in flight per engine
-    timeout: float | None = Field(None, gt=0)
+    concurrency: int = Field(8, ge=1, le=1024)  # requests in flight per engine
+    timeout: float | None = Field(None, gt=0, le=86400)
 
 
 class OptimizerSection(_Section):
     constraints: list[str] = []
-    gradient_memory: int = Field(0, ge=0)
+    gradient_memory: int = Field(0, ge=0, le=100)
     in_context_examples: list[str] = []
-    max_parse_retries: int = Field(2, ge=0)
-    max_tokens: int | None = Field(512, ge=1)
-    feedback_max_tokens: int | None = Field(300, ge=1)
-    feedback_sentences: int = Field(4, ge=1)
+    max_parse_retries: int = Field(2, ge=0, le=20)
+    max_tokens: int | None = Field(512, ge=1, le=MAX_TOKENS)
+    feedback_max_tokens: int | None = Field(300, ge=1, le=MAX_TOKENS)
+    feedback_sentences: int = Field(4, ge=1, le=100)
 
 
 class TrainerSection(_Section):
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(3, ge=1)
-    steps_per_epoch: int | None = Field(None, ge=1)
+    epochs: int = Field(1, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(3, ge=1, le=MAX_EXAMPLES)
+    steps_per_epoch: int | None = Field(None, ge=1, le=MAX_STEPS_PER_EPOCH)
     acceptance: Literal["non_decrease", "strict", "paired"] = "non_decrease"
     alpha: float = Field(0.1, gt=0, lt=1)
     test_every_step: bool = False
-    early_stopping: int = Field(0, ge=0)
+    early_stopping: int = Field(0, ge=0, le=MAX_EPOCHS * MAX_STEPS_PER_EPOCH)
     approval: bool = False
     condense_batch_feedback: bool = True
 
@@ -146,6 +173,8 @@ class BudgetSection(_Section):
     max_tokens: int | None = Field(None, ge=1)
     max_cost_usd: float | None = Field(None, gt=0)
     max_metric_calls: int | None = Field(None, ge=1)  # pipeline runs, validation included
+    # USD per 1M tokens by engine or model name: {"openai-compatible:m" = {input=, output=}}
+    prices: dict[str, dict[str, float] | list[float]] | None = None
 
 
 class TrackingSection(_Section):
@@ -194,6 +223,15 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError("no such config file", source=str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, expected a TOML config file",
+                          source=str(path)) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"not UTF-8 text ({error.reason} at byte {error.start})",
+                          source=str(path)) from None
+    except OSError as error:
+        raise ConfigError(f"cannot read the config file ({error.strerror})",
+                          source=str(path)) from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"not valid TOML: {error}", source=str(path)) from None
     for dotted, value in (overrides or {}).items():
@@ -220,5 +258,7 @@ def _config_error(error: ValidationError, source: Path | None) -> ConfigError:
         message = "unknown field (check the spelling)"
     elif first["type"] == "missing":
         message = "required field is missing"
+    elif first["type"] == "value_error":
+        message = message.removeprefix("Value error, ")
     more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
     return ConfigError(message + more, source=str(source) if source else None, field=field)

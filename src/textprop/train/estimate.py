@@ -400,7 +400,9 @@ def _price(config: RunConfig, result: Estimate) -> None:
         cost = (None if price is None or r.input_tokens is None or r.output_tokens is None
                 else price.cost(r.input_tokens, r.output_tokens))
         if price is None:
-            note = f"no price known for {role_engine[role]!r}"
+            from textprop.engines.registry import public_spec
+
+            note = f"no price known for {public_spec(role_engine[role])!r}"
             if note not in result.notes:
                 result.notes.append(note)
         result.cost_usd[role] = cost

@@ -62,6 +62,17 @@ class PromptPipeline:
             return {"system_prompt": self.system_prompt}
         return {"system_prompt": self.system_prompt, "demonstrations": self.demonstrations}
 
+    def check(self, example: Example, source: str | None = None) -> None:
+        """Raise the `ConfigError` that running `example` would meet in the template."""
+        try:
+            self.template.format(input=example.input, **example.fields)
+        except ValueError as error:  # a stray "{" or "}"
+            raise ConfigError(f"the template is not a valid format string ({error}); "
+                              "write a literal brace as {{ or }}", field="pipeline.template",
+                              source=source) from None
+        except (KeyError, IndexError):
+            self._question(example)
+
     def _question(self, example: Example) -> Variable:
         try:
             text = self.template.format(input=example.input, **example.fields)
@@ -69,6 +80,10 @@ class PromptPipeline:
             raise ConfigError(f"the template needs field {missing} that example "
                               f"{example.id} does not have", field="pipeline.template",
                               source=example.source or None) from None
+        except ValueError as error:
+            raise ConfigError(f"the template is not a valid format string ({error}); "
+                              "write a literal brace as {{ or }}",
+                              field="pipeline.template") from None
         return Variable(text, role_description="question to the language model",
                         requires_grad=False)
 

@@ -20,6 +20,7 @@ from typing import Any
 from textprop._sync import run_sync
 from textprop.data.dataset import Dataset, Splits
 from textprop.engines.base import Engine
+from textprop.errors import ConfigError
 from textprop.ledger import EvaluationRow, Ledger, StepRecord
 from textprop.optim.optimizer import Optimizer
 from textprop.train.context import (
@@ -30,6 +31,7 @@ from textprop.train.context import (
 )
 from textprop.train.events import Events, FunctionCallbacks, RunCallback
 from textprop.train.pipeline import Pipeline
+from textprop.train.run_folder import exists_error, run_lock
 from textprop.train.strategies.base import Strategy
 from textprop.train.strategies.tgd import TGDSettings, TGDStrategy
 
@@ -44,6 +46,15 @@ class TrainerSettings(TGDSettings):
     feedback_sentences: int = 4
     feedback_max_tokens: int | None = 300
     max_metric_calls: int | None = None  # pipeline runs of train and validation examples
+
+    def __post_init__(self) -> None:
+        from textprop.train.config import MAX_EPOCHS, MAX_STEPS_PER_EPOCH
+
+        for name, value, bound in (("epochs", self.epochs, MAX_EPOCHS),
+                                   ("steps_per_epoch", self.steps_per_epoch,
+                                    MAX_STEPS_PER_EPOCH)):
+            if value is not None and not 1 <= value <= bound:
+                raise ConfigError(f"must be between 1 and {bound}, got {value}", field=name)
 
     def tgd(self) -> TGDSettings:
         """The settings of the default `tgd` strategy."""
@@ -62,6 +73,7 @@ class RunResult:
     steps: int
     message: str = ""
     metric_calls: int = 0
+    already_finished: bool = False  # a resumed run that had finished: nothing was run
 
     def _repr_html_(self) -> str:
         from textprop.notebook import result_html
@@ -93,7 +105,21 @@ class Trainer:
                                       settings.feedback_max_tokens),
             approval=settings.approval, run_dir=self.run_dir, take_calls=self._take_calls)
         self.strategy.bind(self.context)
-        self.ledger = Ledger.in_run(self.run_dir)  # after every check that can fail
+        self._ledger: Ledger | None = None
+
+    @property
+    def ledger(self) -> Ledger:
+        """The run's ledger, opened (and the run folder made) on first use, so building a
+        Trainer writes nothing: a check that fails leaves no folder behind."""
+        if self._ledger is None:
+            self._ledger = Ledger.in_run(self.run_dir)
+        return self._ledger
+
+    def use_run_dir(self, run_dir: str | Path) -> None:
+        """Write the run to `run_dir` instead (before the ledger is opened)."""
+        if self._ledger is not None:
+            raise RuntimeError("the run folder is fixed once the ledger is open")
+        self.run_dir = self.context.run_dir = Path(run_dir)
 
     def _on_call(self, record: Any) -> None:
         call = record.to_dict() if hasattr(record, "to_dict") else dict(record)
@@ -117,10 +143,17 @@ class Trainer:
         return run_sync(self.arun(resume=resume))
 
     async def arun(self, *, resume: bool = False) -> RunResult:
+        """Hold the run folder's lock (one process at a time) and run or resume the run."""
+        with run_lock(self.run_dir):
+            return await self._arun(resume)
+
+    async def _arun(self, resume: bool) -> RunResult:
         last = self.ledger.last_step()
         if last is not None and not resume:
-            raise FileExistsError(f"{self.run_dir} already holds a run; resume it with "
-                                  "--resume or choose another run folder")
+            raise exists_error(self.run_dir)
+        meta = self.ledger.meta() if last is not None else {}
+        if last is not None and "final" in meta and last["status"] != "pending":
+            return self._already_finished(meta)
         if last is None:
             baseline = await self._baseline()
             self.strategy.start(baseline)  # may add its own state (e.g. the seed candidate)
@@ -198,6 +231,20 @@ class Trainer:
     def _report_budget(self) -> None:
         used = {"metric_calls": self.context.metric_calls.used}
         self.events.on_budget(used, {"metric_calls": self.context.metric_calls.limit})
+
+    def _already_finished(self, meta: dict[str, Any]) -> RunResult:
+        """A resumed run that had finished: its result, read from the ledger; nothing runs."""
+        final, baseline = meta["final"], self.ledger.step(0)
+        status = str(meta.get("status", "finished"))
+        last = self.ledger.last_step() or {"step": 0}
+        result = RunResult(
+            self.run_dir, status, baseline["val_score"], baseline["test_score"],
+            final.get("best_val_score", baseline["val_score"]), final.get("test_score"),
+            final.get("values") or last["values"], last["step"],
+            f"{self.run_dir} is finished (status {status}); nothing to resume",
+            final.get("metric_calls", 0), already_finished=True)
+        self.events.on_run_finished(result)
+        return result
 
     def _awaiting(self, step: int, verb: str) -> RunResult:
         result = self._result("awaiting_approval", None,
