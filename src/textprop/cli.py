@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path)
     p.add_argument("--candidates", action="store_true",
                    help="list the candidates of a pareto search instead of the steps")
+    p.add_argument("--variable", metavar="NAME",
+                   help="one parameter's history: its value, proposals and feedback per step")
     p = command("diff", _diff, "show how the prompts changed between two steps")
     p.add_argument("run", type=Path)
     p.add_argument("a", type=int, help="step number (or candidate id with --candidates)")
@@ -147,13 +149,14 @@ def _run(args: argparse.Namespace, config: Any, config_path: Path) -> int:
     run_dir = args.run_dir or Path(config.run.dir) / config.run.name
     if not args.resume and (run_dir / "ledger.sqlite3").exists():
         run_dir = run_dir.with_name(f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    say = _printer(args)
+    # Built first: a bad config fails here, before the run folder exists.
+    trainer, engines = build_trainer(config, run_dir, callbacks=[_Progress(args)])
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "config.toml").exists():
         shutil.copyfile(config_path, run_dir / "config.toml")
         if args.set:
             (run_dir / "overrides.json").write_text(json.dumps(_overrides(args), indent=2))
-    say = _printer(args)
-    trainer, engines = build_trainer(config, run_dir, callbacks=[_Progress(args)])
     say(f"run folder: {run_dir}")
     say(f"LLM call cache: {engines.cache_path or 'off'}")
     if not trainer.ledger.meta():
@@ -274,6 +277,8 @@ def _fmt(x: float | None) -> str:
 def _history(args: argparse.Namespace) -> int:
     if args.candidates:
         return _candidates(args)
+    if args.variable:
+        return _variable_history(args)
     steps = _ledger(args.run).steps()
     if args.json:
         print(json.dumps(steps, indent=2))
@@ -285,6 +290,44 @@ def _history(args: argparse.Namespace) -> int:
               f"{_fmt(s['batch_score']):>6}  {_fmt(s['val_score']):>6}  "
               f"{_fmt(s['test_score']):>6}  {s['reason']}")
     return 0
+
+
+def _variable_history(args: argparse.Namespace) -> int:
+    from textprop.errors import ConfigError
+
+    ledger = _ledger(args.run)
+    steps = ledger.steps()
+    name = args.variable
+    if not steps or name not in steps[0]["values"]:
+        known = ", ".join(sorted(steps[0]["values"])) if steps else "none"
+        raise ConfigError(f"no parameter {name!r} (known: {known})", source=str(args.run))
+    revisions = {r["step"]: r for r in ledger.revisions() if r["name"] == name}
+    rows = []
+    for s in steps:
+        rev = revisions.get(s["step"])
+        rows.append({"step": s["step"], "status": s["status"],
+                     "value": s["values"].get(name, ""),
+                     "proposal": rev["after"] if rev else None,
+                     "update_status": rev["update_status"] if rev else None,
+                     "feedback": rev["feedback"] if rev else "", "reason": s["reason"]})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    previous = None
+    for r in rows:
+        print(f"step {r['step']}  {r['status']}  ({r['reason']})")
+        if r["proposal"] is not None and r["proposal"] != r["value"]:
+            print(_indent(f"proposed ({r['update_status']}, not applied):", r["proposal"]))
+        if r["value"] != previous:
+            print(_indent("value:", r["value"]))
+        if r["feedback"].strip():
+            print(_indent("feedback:", r["feedback"].strip()))
+        previous = r["value"]
+    return 0
+
+
+def _indent(label: str, text: str) -> str:
+    return "  " + label + "\n" + "\n".join("    " + line for line in text.splitlines())
 
 
 def _candidates(args: argparse.Namespace) -> int:

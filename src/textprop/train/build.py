@@ -19,7 +19,7 @@ from textprop.errors import ConfigError
 from textprop.optim.tgd import TextualGradientDescent
 from textprop.train.config import RunConfig
 from textprop.train.events import RunCallback
-from textprop.train.pipeline import DEFAULT_ROLE, PromptPipeline
+from textprop.train.pipelines import PipelineBuild, build_pipeline
 from textprop.train.strategies import build_strategy
 from textprop.train.trainer import Trainer, TrainerSettings
 
@@ -71,6 +71,7 @@ class Engines:
     optimizer: Engine
     meters: list[Meter] = field(default_factory=list)
     cache_path: Path | None = None
+    by_spec: dict[str, Engine] = field(default_factory=dict)  # every stack, by its spec
 
 
 def build_engines(config: RunConfig) -> Engines:
@@ -81,8 +82,9 @@ def build_engines(config: RunConfig) -> Engines:
     stacks: dict[str, tuple[Engine, Meter]] = {}
     first: Engine | None = None  # the stack holding the budget; the others share it
     b = config.budget
-    for role in ("forward", "feedback", "optimizer"):
-        spec = config.engine_spec(role)
+    roles = {role: config.engine_spec(role) for role in ("forward", "feedback", "optimizer")}
+    step_specs = [s.engine for s in config.pipeline.steps if s.engine]
+    for spec in [*roles.values(), *step_specs]:
         if spec not in stacks:
             limits = ({"max_calls": b.max_calls, "max_tokens": b.max_tokens,
                        "max_cost_usd": b.max_cost_usd} if first is None
@@ -95,7 +97,8 @@ def build_engines(config: RunConfig) -> Engines:
             for role in ("forward", "feedback", "optimizer")}
     cache_layer = find_layer(pick["forward"], Cache)
     return Engines(**pick, meters=[meter for _, meter in stacks.values()],
-                   cache_path=cache_layer.path if cache_layer else None)
+                   cache_path=cache_layer.path if cache_layer else None,
+                   by_spec={spec: engine for spec, (engine, _) in stacks.items()})
 
 
 def build_metric(config: RunConfig, engines: Engines) -> Any:
@@ -119,6 +122,25 @@ def build_metric(config: RunConfig, engines: Engines) -> Any:
         raise ConfigError(str(error), source=str(config.source), field="metric.name") from None
 
 
+def build_config_pipeline(config: RunConfig, engines: Engines, splits: Splits) -> Any:
+    """The config's pipeline, its templates checked against the first example of each split
+    (a field no example has is an error before any call)."""
+    where = str(config.source) if config.source else None
+    try:
+        pipeline = build_pipeline(config.pipeline, PipelineBuild(
+            engines.forward, engine_for=engines.by_spec.__getitem__,
+            demos=bool(config.strategy.demos)))
+        check = getattr(pipeline, "check_example", None)
+        for dataset in (splits.train, splits.val, splits.test):
+            if check is not None and len(dataset):
+                check(dataset[0])
+    except ConfigError as error:
+        raise ConfigError(error.message, source=where,
+                          field=f"pipeline.{error.field}" if error.field else "pipeline"
+                          ) from None
+    return pipeline
+
+
 def build_trainer(config: RunConfig, run_dir: Path,
                   progress: Callable[[str], None] | None = None,
                   counter: Callable[[str, int, int], None] | None = None,
@@ -126,12 +148,7 @@ def build_trainer(config: RunConfig, run_dir: Path,
                   ) -> tuple[Trainer, Engines]:
     splits = build_splits(config)
     engines = build_engines(config)
-    p = config.pipeline
-    pipeline = PromptPipeline(engines.forward, p.system_prompt,
-                              role_description=p.role_description or DEFAULT_ROLE,
-                              template=p.template, max_tokens=p.max_tokens,
-                              demonstrations=[] if config.strategy.demos else None,
-                              placement=p.demos_placement)
+    pipeline = build_config_pipeline(config, engines, splits)
     o = config.optimizer
     optimizer = TextualGradientDescent(
         pipeline.parameters(), engine=engines.optimizer,

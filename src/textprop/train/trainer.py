@@ -29,7 +29,7 @@ from textprop.train.context import (
     RunContext,
 )
 from textprop.train.events import Events, FunctionCallbacks, RunCallback
-from textprop.train.pipeline import Pipeline
+from textprop.train.pipelines.base import Pipeline
 from textprop.train.strategies.base import Strategy
 from textprop.train.strategies.tgd import TGDSettings, TGDStrategy
 
