@@ -293,23 +293,10 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _variable_history(args: argparse.Namespace) -> int:
-    from textprop.errors import ConfigError
+    from textprop.train.reader import open_run
 
-    ledger = _ledger(args.run)
-    steps = ledger.steps()
-    name = args.variable
-    if not steps or name not in steps[0]["values"]:
-        known = ", ".join(sorted(steps[0]["values"])) if steps else "none"
-        raise ConfigError(f"no parameter {name!r} (known: {known})", source=str(args.run))
-    revisions = {r["step"]: r for r in ledger.revisions() if r["name"] == name}
-    rows = []
-    for s in steps:
-        rev = revisions.get(s["step"])
-        rows.append({"step": s["step"], "status": s["status"],
-                     "value": s["values"].get(name, ""),
-                     "proposal": rev["after"] if rev else None,
-                     "update_status": rev["update_status"] if rev else None,
-                     "feedback": rev["feedback"] if rev else "", "reason": s["reason"]})
+    with open_run(args.run) as run:
+        rows = run.history(args.variable)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
