@@ -55,7 +55,12 @@ _LAZY = {
     "load_dataset": "textprop.data.dataset", "open_run": "textprop.train.reader",
     "Run": "textprop.train.reader", "get_metric": "textprop.metrics",
     "Demonstrations": "textprop.demos", "Demo": "textprop.demos",
+    "refine": "textprop.refinement", "arefine": "textprop.refinement",
+    "RefineResult": "textprop.refinement",
 }
+_RENAMED = {"refine_judge": ("textprop.refinement", "judge"),
+            "refine_metric": ("textprop.refinement", "metric"),
+            "refine_tests": ("textprop.refinement", "tests")}
 
 
 def __getattr__(name: str):  # noqa: ANN202 - `textprop.tasks` loads on first use
@@ -65,6 +70,9 @@ def __getattr__(name: str):  # noqa: ANN202 - `textprop.tasks` loads on first us
         return importlib.import_module(f"textprop.{name}")
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _RENAMED:
+        module, attr = _RENAMED[name]
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'textprop' has no attribute {name!r}")
 
 __version__ = "0.1.0"
@@ -82,4 +90,5 @@ __all__ = [
     "ChainPipeline", "ChainStep", "Dataset", "Demo", "Demonstrations", "Example",
     "PromptPipeline", "Run", "RunCallback", "RunResult", "Splits", "Trainer",
     "TrainerSettings", "get_metric", "load_dataset", "open_run",
+    "RefineResult", "arefine", "refine", "refine_judge", "refine_metric", "refine_tests",
 ]

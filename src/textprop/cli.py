@@ -1,4 +1,5 @@
-"""`textprop` command line: optimize, eval, history, diff, export, report, approve, demo."""
+"""`textprop` command line: optimize, refine, eval, history, diff, export, report, approve,
+demo."""
 
 from __future__ import annotations
 
@@ -54,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default=None,
                    help="engine spec for every role (default: the config's, 'local')")
     _run_options(p)
+
+    p = command("refine", _refine, "improve one text (an answer, a solution, code) against "
+                                   "a loss: an LLM judge, a metric or its tests")
+    p.add_argument("config", type=Path)
+    p.add_argument("--run-dir", type=Path, help="run folder (default: run.dir/run.name)")
+    p.add_argument("--iterations", type=int, help="override [refine] iterations")
+    p.add_argument("--no-cache", action="store_true", help="do not use the LLM call cache")
 
     p = command("eval", _eval, "score a config's prompt (or a run's final prompt) on a split")
     p.add_argument("config", type=Path)
@@ -232,6 +240,51 @@ class _Progress(RunCallback):
         end = "\n" if done == total else ""
         print(f"\r  {label:<5} [{'#' * filled}{'.' * (24 - filled)}] {done}/{total}", end=end,
               file=sys.stderr, flush=True)
+
+
+# --- refine --------------------------------------------------------------------------------
+def _refine(args: argparse.Namespace) -> int:
+    from textprop.refinement import arefine, config_loss, config_text, load_refine_config
+    from textprop.train.build import build_engines
+
+    config = load_refine_config(args.config)
+    if args.no_cache:
+        config.cache.enabled = False
+    if args.iterations:
+        config.refine.iterations = args.iterations
+    text = config_text(config)
+    engines = build_engines(config)  # type: ignore[arg-type]
+    loss = config_loss(config, engines.feedback)  # a bad loss fails before the run folder
+    run_dir = args.run_dir or Path(config.run.dir) / config.run.name
+    if (run_dir / "ledger.sqlite3").exists():
+        run_dir = run_dir.with_name(f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(args.config, run_dir / "config.toml")
+    say = _printer(args)
+    say(f"run folder: {run_dir}")
+    from textprop._sync import run_sync
+
+    result = run_sync(arefine(
+        text, loss, engine=engines.forward, feedback_engine=engines.feedback,
+        optimizer_engine=engines.optimizer, iterations=config.refine.iterations,
+        role_description=config.refine.role_description,
+        constraints=config.refine.constraints, run_dir=run_dir, meters=engines.meters,
+        progress=say))
+    from textprop.report import write_report
+
+    report = write_report(run_dir)
+    (run_dir / "best.txt").write_text(result.best, encoding="utf-8")
+    summary = {"run": str(run_dir), "initial_score": result.initial_score,
+               "best_score": result.best_score, "iterations": result.iterations,
+               "best": result.best, "report": str(report)}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{loss.name}: {result.initial_score:.3f} -> {result.best_score:.3f} after "
+          f"{result.iterations} rewrite(s)")
+    print(f"best version: {run_dir / 'best.txt'}")
+    print(f"report: {report}")
+    return 0
 
 
 # --- eval ----------------------------------------------------------------------------------

@@ -83,7 +83,8 @@ def build_engines(config: RunConfig) -> Engines:
     first: Engine | None = None  # the stack holding the budget; the others share it
     b = config.budget
     roles = {role: config.engine_spec(role) for role in ("forward", "feedback", "optimizer")}
-    step_specs = [s.engine for s in config.pipeline.steps if s.engine]
+    pipeline = getattr(config, "pipeline", None)  # a refine config has none
+    step_specs = [s.engine for s in getattr(pipeline, "steps", []) if s.engine]
     for spec in [*roles.values(), *step_specs]:
         if spec not in stacks:
             limits = ({"max_calls": b.max_calls, "max_tokens": b.max_tokens,
