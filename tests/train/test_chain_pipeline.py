@@ -216,3 +216,25 @@ def test_a_missing_factory_or_kind_is_one_error_and_makes_no_run(pipeline, messa
     assert code == 1
     assert capsys.readouterr().err == f"textprop: error: {Path(config).resolve()}, {message}\n"
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_pareto_step_records_the_parents_minibatch_run_step_by_step(tmp_path, capsys):
+    with TestServer(reply=server_reply) as server:
+        config = chain_config(tmp_path, f"openai-compatible:fake@{server.base_url}",
+                              strategy={"kind": "pareto", "minibatch": 2, "parallel": 1,
+                                        "max_proposals": 1, "holdout": 0,
+                                        "components": "all"})
+        code = main(["optimize", str(config), "--json"])
+
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    run = Path(json.loads(out)["run"])
+    ledger = Ledger.in_run(run)
+    step = ledger.step(1)
+    assert step["search_state"]["parent"] == 0
+    rows = ledger.step_outputs(1)
+    assert sorted({r["example_id"] for r in rows}) == sorted(step["batch"])
+    by_example = [(r["name"], r["input"].startswith(("What is", "Plan: Let", "Draft: There")),
+                   bool(r["feedback"])) for r in rows if r["example_id"] == step["batch"][0]]
+    # the parent (the starting prompts) ran it; every step got feedback
+    assert by_example == [("plan", True, True), ("draft", True, True), ("polish", True, True)]
