@@ -22,6 +22,7 @@ or `(score, explanation)`: for code, run its tests and return what failed).
 from __future__ import annotations
 
 import inspect
+import sys
 import time
 import tomllib
 from collections.abc import Callable
@@ -305,6 +306,9 @@ def config_loss(config: RefineConfig, feedback: Engine) -> Loss:
             return judge(feedback, spec.instruction or "", question=spec.question)
         if spec.kind == "metric":
             return metric(spec.metric, spec.reference or "", question=spec.question)
+        folder = str(config.source.parent) if config.source else None
+        if folder and folder not in sys.path:  # a checks module next to the config
+            sys.path.insert(0, folder)
         return tests(spec.function or "")
     except ConfigError as error:
         raise ConfigError(error.message, source=str(config.source),

@@ -130,3 +130,24 @@ def test_a_refine_config_without_its_loss_function_is_one_error_and_no_run(tmp_p
         f"textprop: error: {config.resolve()}, field 'loss.function': module "
         "'tests.train.refine_code' has no function 'no_such_check'\n")
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_llm_judge_loss_scores_each_version_and_its_verdict_is_the_feedback(tmp_path):
+    def reply(request) -> str:
+        if "optimization system that improves text" in (request.system_prompt or ""):
+            return "<IMPROVED_VARIABLE>Paris is the capital of France.</IMPROVED_VARIABLE>"
+        good = "Paris is the capital" in request.prompt
+        return json.dumps({"explanation": "complete" if good else "say which city it is",
+                           "score": 1.0 if good else 0.2})
+
+    engine = ScriptedEngine(name="scripted:judge")
+    engine.on(lambda r: True, reply)
+    loss = refinement.judge(engine, "Is this a complete answer to 'capital of France?'")
+
+    result = refinement.refine("Paris.", loss, engine=engine, iterations=3,
+                               role_description="answer to a geography question")
+
+    assert (result.initial_score, result.best_score) == (0.2, 1.0)
+    assert result.best == "Paris is the capital of France."
+    rewrite = next(r for r in engine.requests if "<IMPROVED_VARIABLE>" in r.prompt)
+    assert "<FEEDBACK>say which city it is</FEEDBACK>" in rewrite.prompt
