@@ -268,7 +268,8 @@ def _refine(args: argparse.Namespace) -> int:
         text, loss, engine=engines.forward, feedback_engine=engines.feedback,
         optimizer_engine=engines.optimizer, iterations=config.refine.iterations,
         role_description=config.refine.role_description,
-        constraints=config.refine.constraints, run_dir=run_dir, meters=engines.meters,
+        constraints=config.refine.constraints,
+        gradient_memory=config.refine.gradient_memory, run_dir=run_dir, meters=engines.meters,
         progress=say))
     from textprop.report import write_report
 

@@ -93,18 +93,22 @@ class _TestsLoss(Loss):
         result = self.function(text)
         if inspect.isawaitable(result):
             result = await result
+        score = None
         if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], int | float):
-            return float(result[0]), str(result[1])
+            score, result = float(result[0]), result[1]  # graded: (passed / total, failures)
+            if isinstance(result, str):
+                return score, result
         failures = [str(f) for f in (result or [])]
         if not failures:
-            return 1.0, "every test passed"
-        return 0.0, render("refine_failures", n=len(failures),
-                           failures="\n".join(f"- {f}" for f in failures))
+            return (1.0 if score is None else score), "every test passed"
+        return (0.0 if score is None else score), render(
+            "refine_failures", n=len(failures), failures="\n".join(f"- {f}" for f in failures))
 
 
 def tests(function: Callable[[str], Any] | str) -> Loss:
     """A Python function of the text (or "module:function") returning its failures (a list
-    of strings, empty when it passes) or `(score, explanation)`."""
+    of strings, empty when it passes: score 1, else 0), or `(score, failures)` for a graded
+    score (e.g. the share of tests passed), or `(score, explanation)`."""
     if isinstance(function, str):
         from textprop.train.pipelines.python import load_factory
 
@@ -129,7 +133,8 @@ class RefineResult:
 async def arefine(text: str, loss: Loss, *, engine: Any, iterations: int = 3,
                   role_description: str = "a text to improve",
                   feedback_engine: Any = None, optimizer_engine: Any = None,
-                  constraints: list[str] | None = None, run_dir: str | Path | None = None,
+                  constraints: list[str] | None = None, gradient_memory: int = 0,
+                  run_dir: str | Path | None = None,
                   meters: list[Any] | None = None,
                   progress: Callable[[str], None] | None = None) -> RefineResult:
     from textprop.ledger import Ledger
@@ -141,7 +146,8 @@ async def arefine(text: str, loss: Loss, *, engine: Any, iterations: int = 3,
     say = progress or (lambda message: None)
     variable = Variable(text, role_description=role_description)
     optimizer = TextualGradientDescent({NAME: variable}, engine=rewriter,
-                                       constraints=constraints or [])
+                                       constraints=constraints or [],
+                                       gradient_memory=gradient_memory)  # earlier feedback
     ledger = Ledger.in_run(run_dir) if run_dir is not None else None
     if ledger is not None and ledger.last_step() is not None:
         raise FileExistsError(f"{run_dir} already holds a run; choose another run folder")
@@ -234,6 +240,7 @@ class RefineSection(_Section):
     role_description: str = "a text to improve"
     iterations: int = Field(3, ge=1, le=100)
     constraints: list[str] = []
+    gradient_memory: int = Field(0, ge=0)  # show the optimizer the last N feedbacks too
 
     @model_validator(mode="after")
     def one_text(self) -> RefineSection:

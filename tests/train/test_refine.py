@@ -8,6 +8,7 @@ from pathlib import Path
 
 import textprop
 from textprop import refinement
+from textprop._sync import run_sync
 from textprop.cli import main
 from textprop.engines.scripted import ScriptedEngine
 from textprop.ledger import Ledger
@@ -151,3 +152,12 @@ def test_an_llm_judge_loss_scores_each_version_and_its_verdict_is_the_feedback(t
     assert result.best == "Paris is the capital of France."
     rewrite = next(r for r in engine.requests if "<IMPROVED_VARIABLE>" in r.prompt)
     assert "<FEEDBACK>say which city it is</FEEDBACK>" in rewrite.prompt
+
+
+def test_a_graded_test_function_scores_the_share_passed_and_keeps_its_failures_as_feedback():
+    loss = refinement.tests(lambda code: (2 / 3, ["add(2, 3) returned -1, expected 5"]))
+
+    score, explanation = run_sync(loss.ascore(BROKEN))
+
+    assert (score, explanation) == (2 / 3, "1 failing check(s):\n- add(2, 3) returned -1, "
+                                           "expected 5")
