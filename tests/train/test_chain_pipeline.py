@@ -238,3 +238,19 @@ def test_a_pareto_step_records_the_parents_minibatch_run_step_by_step(tmp_path, 
                    bool(r["feedback"])) for r in rows if r["example_id"] == step["batch"][0]]
     # the parent (the starting prompts) ran it; every step got feedback
     assert by_example == [("plan", True, True), ("draft", True, True), ("polish", True, True)]
+
+
+def test_a_ledger_written_before_step_outputs_existed_still_reads(tmp_path):
+    import sqlite3
+
+    from textprop.ledger import SCHEMA
+
+    old = SCHEMA.split("CREATE TABLE IF NOT EXISTS step_outputs")[0] + SCHEMA.split(
+        "PRIMARY KEY (step, example_id, position)\n);")[1]
+    db = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    db.executescript(old)
+    db.close()
+
+    ledger = Ledger.in_run(tmp_path)
+
+    assert ledger.step_outputs() == [] and ledger.steps() == []
