@@ -4,7 +4,15 @@ CASES = [("racecar", True), ("Racecar", True), ("A man, a plan, a canal: Panama"
          ("hello", False), ("", True), ("No lemon, no melon", True), ("ab", False)]
 
 
-def check(code: str) -> list[str]:
+def check(code: str) -> tuple[float, list[str]]:
+    """(the share of tests passed, the failures)."""
+    failures = _failures(code)
+    if failures and failures[0].startswith("the code does not"):
+        return 0.0, failures
+    return 1 - len(failures) / len(CASES), failures
+
+
+def _failures(code: str) -> list[str]:
     code = code.strip().removeprefix("```python").removeprefix("```").removesuffix("```")
     namespace: dict = {}
     try:
