@@ -45,12 +45,34 @@ from textprop.optim import (
 )
 from textprop.variable import Gradient, Variable
 
+# The optimization API, loaded on first use (`import textprop` stays light).
+_LAZY = {
+    "Trainer": "textprop.train.trainer", "TrainerSettings": "textprop.train.trainer",
+    "RunResult": "textprop.train.trainer", "RunCallback": "textprop.train.events",
+    "PromptPipeline": "textprop.train.pipelines", "ChainPipeline": "textprop.train.pipelines",
+    "ChainStep": "textprop.train.pipelines", "Dataset": "textprop.data.dataset",
+    "Splits": "textprop.data.dataset", "Example": "textprop.data.dataset",
+    "load_dataset": "textprop.data.dataset", "open_run": "textprop.train.reader",
+    "Run": "textprop.train.reader", "get_metric": "textprop.metrics",
+    "Demonstrations": "textprop.demos", "Demo": "textprop.demos",
+    "refine": "textprop.refinement", "arefine": "textprop.refinement",
+    "RefineResult": "textprop.refinement",
+}
+_RENAMED = {"refine_judge": ("textprop.refinement", "judge"),
+            "refine_metric": ("textprop.refinement", "metric"),
+            "refine_tests": ("textprop.refinement", "tests")}
+
 
 def __getattr__(name: str):  # noqa: ANN202 - `textprop.tasks` loads on first use
-    if name in ("tasks", "utils"):
-        import importlib
+    import importlib
 
+    if name in ("tasks", "utils"):
         return importlib.import_module(f"textprop.{name}")
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _RENAMED:
+        module, attr = _RENAMED[name]
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'textprop' has no attribute {name!r}")
 
 __version__ = "0.1.0"
@@ -64,4 +86,9 @@ __all__ = [
     "TextualGradientDescent", "TextualGradientDescentwithMomentum", "Variable", "aggregate",
     "autograd", "get_engine", "logger", "loss",
     "reduce", "set_backward_engine", "sum",
+    # the optimization API (loaded on first use)
+    "ChainPipeline", "ChainStep", "Dataset", "Demo", "Demonstrations", "Example",
+    "PromptPipeline", "Run", "RunCallback", "RunResult", "Splits", "Trainer",
+    "TrainerSettings", "get_metric", "load_dataset", "open_run",
+    "RefineResult", "arefine", "refine", "refine_judge", "refine_metric", "refine_tests",
 ]

@@ -1,4 +1,5 @@
-"""`textprop` command line: optimize, eval, history, diff, export, report, approve, demo."""
+"""`textprop` command line: optimize, refine, eval, history, diff, export, report, approve,
+demo."""
 
 from __future__ import annotations
 
@@ -73,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="engine spec for every role (default: the config's, 'local')")
     _run_options(p)
 
+    p = command("refine", _refine, "improve one text (an answer, a solution, code) against "
+                                   "a loss: an LLM judge, a metric or its tests")
+    p.add_argument("config", type=Path)
+    p.add_argument("--run-dir", type=Path, help="run folder (default: run.dir/run.name)")
+    p.add_argument("--iterations", type=int, help="override [refine] iterations")
+    p.add_argument("--no-cache", action="store_true", help="do not use the LLM call cache")
+
     p = command("eval", _eval, "score a config's prompt (or a run's final prompt) on a split")
     p.add_argument("config", type=Path, help="the run config (TOML)")
     p.add_argument("--run", type=Path, help="use this run's final values")
@@ -84,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help=RUN_HELP)
     p.add_argument("--candidates", action="store_true",
                    help="list the candidates of a pareto search instead of the steps")
+    p.add_argument("--variable", metavar="NAME",
+                   help="one parameter's history: its value, proposals and feedback per step")
     p = command("diff", _diff, "show how the prompts changed between two steps")
     p.add_argument("run", type=Path, help=RUN_HELP)
     p.add_argument("a", type=int, help="step number (or candidate id with --candidates)")
@@ -590,6 +600,52 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- refine --------------------------------------------------------------------------------
+def _refine(args: argparse.Namespace) -> int:
+    from textprop.refinement import arefine, config_loss, config_text, load_refine_config
+    from textprop.train.build import build_engines
+
+    config = load_refine_config(args.config)
+    if args.no_cache:
+        config.cache.enabled = False
+    if args.iterations:
+        config.refine.iterations = args.iterations
+    text = config_text(config)
+    engines = build_engines(config)  # type: ignore[arg-type]
+    loss = config_loss(config, engines.feedback)  # a bad loss fails before the run folder
+    run_dir = args.run_dir or Path(config.run.dir) / config.run.name
+    if (run_dir / "ledger.sqlite3").exists():
+        run_dir = run_dir.with_name(f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(args.config, run_dir / "config.toml")
+    say = _printer(args)
+    say(f"run folder: {run_dir}")
+    from textprop._sync import run_sync
+
+    result = run_sync(arefine(
+        text, loss, engine=engines.forward, feedback_engine=engines.feedback,
+        optimizer_engine=engines.optimizer, iterations=config.refine.iterations,
+        role_description=config.refine.role_description,
+        constraints=config.refine.constraints,
+        gradient_memory=config.refine.gradient_memory, run_dir=run_dir, meters=engines.meters,
+        progress=say))
+    from textprop.report import write_report
+
+    report = write_report(run_dir)
+    (run_dir / "best.txt").write_text(result.best, encoding="utf-8")
+    summary = {"run": str(run_dir), "initial_score": result.initial_score,
+               "best_score": result.best_score, "iterations": result.iterations,
+               "best": result.best, "report": str(report)}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{loss.name}: {result.initial_score:.3f} -> {result.best_score:.3f} after "
+          f"{result.iterations} rewrite(s)")
+    print(f"best version: {run_dir / 'best.txt'}")
+    print(f"report: {report}")
+    return 0
+
+
 # --- eval ----------------------------------------------------------------------------------
 def _eval(args: argparse.Namespace) -> int:
     from textprop._sync import run_sync
@@ -631,6 +687,8 @@ def _fmt(x: float | None) -> str:
 def _history(args: argparse.Namespace) -> int:
     if args.candidates:
         return _candidates(args)
+    if args.variable:
+        return _variable_history(args)
     steps = _ledger(args.run).steps()
     if args.json:  # epochs count from 1, as in the table and the report
         print(json.dumps([{**s, "epoch": s["epoch"] + 1} for s in steps], indent=2))
@@ -642,6 +700,31 @@ def _history(args: argparse.Namespace) -> int:
               f"{_fmt(s['batch_score']):>6}  {_fmt(s['val_score']):>6}  "
               f"{_fmt(s['test_score']):>6}  {s['reason']}")
     return 0
+
+
+def _variable_history(args: argparse.Namespace) -> int:
+    from textprop.train.reader import open_run
+
+    with open_run(args.run) as run:
+        rows = run.history(args.variable)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    previous = None
+    for r in rows:
+        print(f"step {r['step']}  {r['status']}  ({r['reason']})")
+        if r["proposal"] is not None and r["proposal"] != r["value"]:
+            print(_indent(f"proposed ({r['update_status']}, not applied):", r["proposal"]))
+        if r["value"] != previous:
+            print(_indent("value:", r["value"]))
+        if r["feedback"].strip():
+            print(_indent("feedback:", r["feedback"].strip()))
+        previous = r["value"]
+    return 0
+
+
+def _indent(label: str, text: str) -> str:
+    return "  " + label + "\n" + "\n".join("    " + line for line in text.splitlines())
 
 
 def _candidates(args: argparse.Namespace) -> int:

@@ -97,6 +97,16 @@ CREATE TABLE IF NOT EXISTS calls (
     cached INTEGER NOT NULL,
     ok INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS step_outputs (
+    step INTEGER NOT NULL,
+    example_id TEXT NOT NULL,          -- a batch (or a pareto parent's minibatch) example
+    position INTEGER NOT NULL,         -- the call's place in the example's run, from 0
+    name TEXT NOT NULL,                -- the pipeline step (a chain's step name)
+    input TEXT NOT NULL,               -- the user message the step sent
+    output TEXT NOT NULL,
+    feedback TEXT NOT NULL,            -- the feedback the step's output received
+    PRIMARY KEY (step, example_id, position)
+);
 CREATE TABLE IF NOT EXISTS approvals (
     step INTEGER PRIMARY KEY,
     decision TEXT NOT NULL,            -- approved | rejected
@@ -124,6 +134,18 @@ class LossRow:
     target: str
     score: float
     explanation: str
+
+
+@dataclass
+class StepOutputRow:
+    """What one pipeline step did for one example of a step's batch."""
+
+    example_id: str
+    position: int
+    name: str
+    input: str
+    output: str
+    feedback: str = ""
 
 
 @dataclass
@@ -176,6 +198,7 @@ class StepRecord:
     evaluations: list[EvaluationRow] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)
     candidates: list[CandidateRow] = field(default_factory=list)
+    step_outputs: list[StepOutputRow] = field(default_factory=list)
     search_state: dict[str, Any] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     finished_at: float = 0.0
@@ -324,7 +347,8 @@ class Ledger:
              record.val_score, record.best_val_score, record.test_score, record.status,
              record.reason, json.dumps(record.values), json.dumps(record.optimizer_state),
              record.started_at, record.finished_at, json.dumps(record.search_state)))
-        for table in ("revisions", "losses", "evaluations", "calls", "candidates"):
+        for table in ("revisions", "losses", "evaluations", "calls", "candidates",
+                      "step_outputs"):
             db.execute(f"DELETE FROM {table} WHERE step = ?", (record.step,))
         db.executemany("INSERT INTO revisions VALUES (?,?,?,?,?,?,?,?)", [
             (record.step, r.name, r.role_description, r.before, r.after, r.feedback,
@@ -341,6 +365,9 @@ class Ledger:
              c.gate_before, c.gate_after, c.val_score,
              None if c.val_per_example is None else json.dumps(c.val_per_example),
              c.status, c.reason) for c in record.candidates])
+        db.executemany("INSERT INTO step_outputs VALUES (?,?,?,?,?,?,?)", [
+            (record.step, o.example_id, o.position, o.name, o.input, o.output, o.feedback)
+            for o in record.step_outputs])
         self._insert_calls(db, record.step, record.calls)
 
     def record_calls(self, step: int, calls: Sequence[dict[str, Any]]) -> None:
@@ -413,6 +440,15 @@ class Ledger:
         for r in rows:
             r["per_example"] = json.loads(r["per_example"])
         return rows
+
+    @_storage("read the ledger")
+    def step_outputs(self, step: int | None = None) -> list[dict[str, Any]]:
+        """Per batch example, what each pipeline step received, returned and was told
+        (empty for ledgers written before the table existed)."""
+        where, args = ("WHERE step = ?", (step,)) if step is not None else ("", ())
+        rows = self._db.execute(f"SELECT * FROM step_outputs {where} ORDER BY step, rowid",
+                                args).fetchall()
+        return [dict(r) for r in rows]
 
     @_storage("read the ledger")
     def calls(self, step: int | None = None) -> list[dict[str, Any]]:

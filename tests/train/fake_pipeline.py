@@ -53,9 +53,10 @@ def write_dataset(folder, name: str, pairs: list[tuple[int, int]]) -> str:
 
 def write_run_config(folder, *, engine: str, train: list[tuple[int, int]],
                      val: list[tuple[int, int]], test: list[tuple[int, int]],
-                     system_prompt: str = "You are a helpful assistant.",
-                     **sections: dict) -> str:
-    """A run config over generated arithmetic data; `sections` add or extend TOML tables."""
+                     system_prompt: str | None = "You are a helpful assistant.",
+                     steps: list[dict] | None = None, **sections: dict) -> str:
+    """A run config over generated arithmetic data; `sections` add or extend TOML tables,
+    `steps` are written as `[[pipeline.steps]]` tables (then give no system prompt)."""
     data = folder / "data"
     data.mkdir(exist_ok=True)
     tables: dict[str, dict] = {
@@ -63,7 +64,7 @@ def write_run_config(folder, *, engine: str, train: list[tuple[int, int]],
                  "val": write_dataset(data, "val", val),
                  "test": write_dataset(data, "test", test),
                  "input_field": "question", "target_field": "answer"},
-        "pipeline": {"system_prompt": system_prompt},
+        "pipeline": {} if system_prompt is None else {"system_prompt": system_prompt},
         "metric": {"name": "numeric"},
         "engines": {"default": engine},
         "cache": {"path": str(folder / "cache.sqlite3")},
@@ -72,6 +73,9 @@ def write_run_config(folder, *, engine: str, train: list[tuple[int, int]],
         tables.setdefault(name, {}).update(values)
     text = "".join(f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in t.items())
                    for name, t in tables.items())
+    text += "".join("[[pipeline.steps]]\n" + "".join(f"{k} = {json.dumps(v)}\n"
+                                                     for k, v in step.items())
+                    for step in steps or [])
     config = folder / "run.toml"
     config.write_text(text)
     return str(config)

@@ -29,3 +29,9 @@ class TwoStepPipeline:
         question = Variable(example.input, role_description="question", requires_grad=False)
         plan = await self.plan_call.aforward(question, "plan for answering the question")
         return await self.answer_call.aforward(plan, "answer to the question")
+
+
+def build(engine, plan: str = "Make a plan.", answer: str = "Answer.") -> TwoStepPipeline:
+    """The factory a config names as `[pipeline] kind = "python"`,
+    `factory = "tests.train.two_step:build"`."""
+    return TwoStepPipeline(engine, plan, answer)

@@ -12,7 +12,7 @@ import difflib
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html import escape
 from importlib import resources
@@ -88,6 +88,7 @@ class _Step:
     approval: str | None
     best_before: float | None  # the validation score this step had to beat
     unpriced: bool = False  # an engine without a price made some of its calls
+    outputs: list[dict[str, Any]] = field(default_factory=list)  # per pipeline step
 
     @property
     def number(self) -> int:
@@ -120,7 +121,7 @@ class _Run:
                 row=row, revisions=ledger.revisions(n), losses=ledger.losses(n),
                 evaluations={e["split"]: e for e in ledger.evaluations(n)},
                 calls=calls, approval=ledger.approval(n),
-                best_before=_score_to_beat(steps),
+                best_before=_score_to_beat(steps), outputs=ledger.step_outputs(n),
                 unpriced=any(c["engine"] in unpriced and not c["cached"] for c in calls)))
         engines: dict[str, list[str]] = {}
         for c in ledger.calls():
@@ -684,7 +685,7 @@ def _step(step: _Step, candidates: str = "") -> str:
                 '<p class="empty">No parameter revisions recorded for this step.</p>'))
     return (f'<section class="step step-{_slug(step.status)}" id="step-{step.number}">'
             f"{head}{_step_scores(step)}{reason}{candidates}{body}{_losses(step.losses)}"
-            "</section>")
+            f"{_step_outputs(step.outputs)}</section>")
 
 
 def _step_scores(step: _Step) -> str:
@@ -750,6 +751,26 @@ def _losses(rows: list[dict[str, Any]]) -> str:
     table = _table(["Example", "Score", "Prediction", "Target", "Explanation"], body, "losses")
     return (f'<div class="losses"><h4>Batch losses <span class="muted">{len(rows)} examples'
             f" · mean {mean:.3f}</span></h4>{table}</div>")
+
+
+def _step_outputs(rows: list[dict[str, Any]]) -> str:
+    """Per batch example, what each pipeline step was given, said and was told."""
+    if not rows:
+        return ""
+    by_example: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_example.setdefault(r["example_id"], []).append(r)
+    blocks = []
+    for example, steps in by_example.items():
+        body = [(f'<code>{escape(r["name"])}</code>', _cell(r["input"]), _cell(r["output"]),
+                 _cell(r["feedback"])) for r in steps]
+        blocks.append(f'<details class="step-outputs"><summary>Example <code>'
+                      f'{escape(example)}</code> <span class="muted">{len(steps)} pipeline '
+                      f'steps</span></summary>'
+                      f'{_table(["Pipeline step", "Input", "Output", "Feedback"], body, "losses")}'
+                      "</details>")
+    return (f'<div class="losses"><h4>Pipeline steps <span class="muted">each step\'s input, '
+            f'output and feedback per batch example</span></h4>{"".join(blocks)}</div>')
 
 
 def _cell(text: str) -> str:

@@ -18,7 +18,7 @@ from textprop.errors import ConfigError
 from textprop.optim.tgd import TextualGradientDescent
 from textprop.train.config import RunConfig
 from textprop.train.events import RunCallback
-from textprop.train.pipeline import DEFAULT_ROLE, PromptPipeline
+from textprop.train.pipelines import PipelineBuild, build_pipeline
 from textprop.train.strategies import build_strategy
 from textprop.train.trainer import Trainer, TrainerSettings
 from textprop.user_code import import_user_module
@@ -81,11 +81,10 @@ def _spec_field(config: RunConfig, role: str) -> str:
     return f"engines.{role}" if getattr(config.engines, role) else "engines.default"
 
 
-def _provider_for(config: RunConfig, role: str) -> Engine:
-    """The provider engine of `role`; a bad spec or a missing extra names the config field."""
+def _provider_for(config: RunConfig, spec: str, field: str) -> Engine:
+    """The provider engine of `spec`; a bad spec or a missing extra names the config field."""
     from textprop.errors import EngineUnavailableError
 
-    spec, field = config.engine_spec(role), _spec_field(config, role)
     try:
         return provider_engine(spec, config.engines.timeout)
     except ConfigError as error:
@@ -113,13 +112,13 @@ def _prices(config: RunConfig) -> PriceTable:
     return PriceTable(config.budget.prices or {}, source=_source(config))
 
 
-def _check_priced(config: RunConfig, role: str, engine: Engine, prices: PriceTable) -> None:
+def _check_priced(config: RunConfig, field: str, engine: Engine, prices: PriceTable) -> None:
     """`max_cost_usd` can only be enforced on engines with a price: say so before any call."""
     model = getattr(engine, "model", None)
     if prices.price_for(model, engine.name) is None:
         raise ConfigError(
             f"[budget] max_cost_usd needs a price for engine {engine.name!r} "
-            f"({_spec_field(config, role)}); give it as [budget] prices = "
+            f"({field}); give it as [budget] prices = "
             f"{{ \"{engine.name}\" = {{ input = 0.15, output = 0.60 }} }} "
             "(USD per 1M tokens), or use max_calls / max_tokens instead",
             source=_source(config), field="budget.max_cost_usd")
@@ -133,6 +132,7 @@ class Engines:
     meters: list[Meter] = field(default_factory=list)
     cache_path: Path | None = None
     unpriced: list[str] = field(default_factory=list)  # engines whose cost is unknown
+    by_spec: dict[str, Engine] = field(default_factory=dict)  # every stack, by its spec
 
 
 def build_engines(config: RunConfig) -> Engines:
@@ -145,15 +145,19 @@ def build_engines(config: RunConfig) -> Engines:
     unpriced: list[str] = []
     first: Engine | None = None  # the stack holding the budget; the others share it
     b = config.budget
-    for role in ("forward", "feedback", "optimizer"):
-        spec = config.engine_spec(role)
+    pipeline = getattr(config, "pipeline", None)  # a refine config has none
+    wanted = [(config.engine_spec(role), _spec_field(config, role))
+              for role in ("forward", "feedback", "optimizer")] + [
+        (s.engine, f"pipeline.steps.{i}.engine")
+        for i, s in enumerate(getattr(pipeline, "steps", None) or []) if s.engine]
+    for spec, where in wanted:
         if spec not in stacks:
             limits = ({"max_calls": b.max_calls, "max_tokens": b.max_tokens,
                        "max_cost_usd": b.max_cost_usd} if first is None
                       else {"share_budget_with": first})
-            provider = _provider_for(config, role)
+            provider = _provider_for(config, spec, where)
             if b.max_cost_usd is not None:
-                _check_priced(config, role, provider, prices)
+                _check_priced(config, where, provider, prices)
             if prices.price_for(getattr(provider, "model", None), provider.name) is None:
                 unpriced.append(provider.name)
             stacks[spec] = build_stack(
@@ -164,7 +168,8 @@ def build_engines(config: RunConfig) -> Engines:
             for role in ("forward", "feedback", "optimizer")}
     cache_layer = find_layer(pick["forward"], Cache)
     return Engines(**pick, meters=[meter for _, meter in stacks.values()],
-                   cache_path=cache_layer.path if cache_layer else None, unpriced=unpriced)
+                   cache_path=cache_layer.path if cache_layer else None, unpriced=unpriced,
+                   by_spec={spec: engine for spec, (engine, _) in stacks.items()})
 
 
 def build_metric(config: RunConfig, engines: Engines) -> Any:
@@ -188,6 +193,25 @@ def build_metric(config: RunConfig, engines: Engines) -> Any:
         raise ConfigError(str(error), source=str(config.source), field="metric.name") from None
 
 
+def build_config_pipeline(config: RunConfig, engines: Engines, splits: Splits) -> Any:
+    """The config's pipeline, its templates checked against the first example of each split
+    (a field no example has is an error before any call)."""
+    where = str(config.source) if config.source else None
+    try:
+        pipeline = build_pipeline(config.pipeline, PipelineBuild(
+            engines.forward, engine_for=engines.by_spec.__getitem__,
+            demos=bool(config.strategy.demos)))
+        check = getattr(pipeline, "check_example", None)
+        for dataset in (splits.train, splits.val, splits.test):
+            if check is not None and len(dataset):
+                check(dataset[0])
+    except ConfigError as error:
+        raise ConfigError(error.message, source=where,
+                          field=f"pipeline.{error.field}" if error.field else "pipeline"
+                          ) from None
+    return pipeline
+
+
 def build_trainer(config: RunConfig, run_dir: Path,
                   progress: Callable[[str], None] | None = None,
                   counter: Callable[[str, int, int], None] | None = None,
@@ -195,14 +219,10 @@ def build_trainer(config: RunConfig, run_dir: Path,
                   ) -> tuple[Trainer, Engines]:
     splits = build_splits(config)
     engines = build_engines(config)
-    p = config.pipeline
-    pipeline = PromptPipeline(engines.forward, p.system_prompt,
-                              role_description=p.role_description or DEFAULT_ROLE,
-                              template=p.template, max_tokens=p.max_tokens,
-                              demonstrations=[] if config.strategy.demos else None,
-                              placement=p.demos_placement)
-    for example in (*splits.train, *splits.val, *splits.test):  # every row fits the template
-        pipeline.check(example, source=_source(config))
+    pipeline = build_config_pipeline(config, engines, splits)
+    check = getattr(pipeline, "check", None)
+    for example in (*splits.train, *splits.val, *splits.test) if check else ():
+        check(example, source=_source(config))  # every row fits the template
     o = config.optimizer
     optimizer = TextualGradientDescent(
         pipeline.parameters(), engine=engines.optimizer,

@@ -1,7 +1,9 @@
 """The run config (TOML): validated with pydantic, errors naming the file and the field.
 
     [task]      builtin = "object_counting" | bbh = PATH | gsm8k = DIR | train/val/test = PATHS
-    [pipeline]  system_prompt, role_description, template, max_tokens
+    [pipeline]  kind = "prompt" (system_prompt, role_description, template, max_tokens)
+                | "chain" ([[pipeline.steps]]: name, system_prompt, template, ...)
+                | "python" (factory = "module:function", options)
     [metric]    name = "numeric" | "exact_match" | "contains" | "judge" | "module:function"
     [engines]   default, forward, feedback, optimizer  (specs for textprop.get_engine)
     [optimizer] constraints, gradient_memory, in_context_examples, max_parse_retries, max_tokens
@@ -86,12 +88,46 @@ class TaskSection(_Section):
         return self
 
 
-class PipelineSection(_Section):
+class ChainStepSection(_Section):
+    """One `[[pipeline.steps]]` table of a chain."""
+
+    name: str
     system_prompt: str
+    role_description: str | None = None
+    template: str = "{input}"  # {input}, the example's fields, other steps by name
+    max_tokens: int | None = Field(512, ge=1)
+    engine: str | None = None  # an engine spec of its own (default: [engines] forward)
+    optimize: bool = True
+    demos: bool = False  # a demonstrations parameter for this step
+    demos_placement: Literal["system", "turns"] | None = None  # default: the pipeline's
+
+
+class PipelineSection(_Section):
+    """`kind`: "prompt" (one system prompt, the default), "chain" (`[[pipeline.steps]]`) or
+    "python" (`factory = "module:function"`, called with the forward engine and `options`)."""
+
+    kind: str = "prompt"
+    system_prompt: str | None = None
     role_description: str | None = None
     template: str = "{input}"
     max_tokens: int | None = Field(512, ge=1, le=MAX_TOKENS)
     demos_placement: Literal["system", "turns"] = "system"  # where demonstrations go
+    steps: list[ChainStepSection] = []
+    factory: str | None = None
+    options: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def fields_of_its_kind(self) -> PipelineSection:
+        given = self.model_fields_set
+        own = {"prompt": {"system_prompt", "role_description", "template", "max_tokens"},
+               "chain": {"steps"}, "python": {"factory", "options"}}
+        for kind, names in own.items():
+            stray = sorted(given & names)
+            if kind != self.kind and stray:
+                raise ValueError(f"{stray[0]} belongs to kind = {kind!r}, not {self.kind!r}")
+        if self.kind == "prompt" and self.system_prompt is None:
+            raise ValueError("system_prompt is required (kind = 'prompt')")
+        return self
 
 
 class MetricSection(_Section):
@@ -246,7 +282,36 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> RunConfig:
     except ValidationError as error:
         raise _config_error(error, source) from None
     config.source = source.resolve() if source else None
+    _check_pipeline(config)
     return config
+
+
+def _check_pipeline(config: RunConfig) -> None:
+    """What can be checked without data or engines: the kind, a chain's step names and
+    templates (duplicates, cycles, dead steps), the factory's module and function."""
+    from textprop.train.pipelines import PIPELINES, chain_steps, load_factory, order_steps
+
+    p, where = config.pipeline, str(config.source) if config.source else None
+    try:
+        if p.kind not in PIPELINES:
+            raise ConfigError(f"unknown pipeline kind {p.kind!r}; known: "
+                              f"{', '.join(sorted(PIPELINES))}", field="kind")
+        if p.kind == "chain":
+            order_steps(chain_steps(p))
+            if any(s.demos for s in p.steps) and not config.strategy.demos:
+                i = next(i for i, s in enumerate(p.steps) if s.demos)
+                raise ConfigError("demos = true needs [strategy] demos > 0 (how many "
+                                  "demonstrations a step may hold)", field=f"steps[{i}].demos")
+            if any(s.demos for s in p.steps) and config.strategy.kind == "pareto":
+                raise ConfigError("the pareto strategy does not yet move a chain step's "
+                                  "demonstrations; use [strategy] kind = 'tgd'",
+                                  field="steps")
+        elif p.kind == "python":
+            load_factory(p.factory)
+    except ConfigError as error:
+        raise ConfigError(error.message, source=where,
+                          field=f"pipeline.{error.field}" if error.field else "pipeline"
+                          ) from None
 
 
 def _config_error(error: ValidationError, source: Path | None) -> ConfigError:

@@ -17,11 +17,12 @@ from textprop.data.dataset import Dataset, Example, Splits
 from textprop.engines.base import Engine
 from textprop.functions.combine import reduce
 from textprop.functions.combine import sum as sum_losses
-from textprop.ledger import EvaluationRow, LossRow
+from textprop.ledger import EvaluationRow, LossRow, StepOutputRow
 from textprop.losses import MetricLoss
 from textprop.optim.optimizer import Optimizer
 from textprop.train.events import Events
-from textprop.train.pipeline import Pipeline
+from textprop.train.pipelines.base import Pipeline
+from textprop.train.pipelines.trace import trace
 
 # The step a call belongs to, for the ledger's calls table: set per task, so the calls of
 # proposals running side by side are filed under their own steps.
@@ -38,6 +39,13 @@ class Scored:
     def loss_row(self) -> LossRow:
         return LossRow(self.example.id, self.prediction.value, self.example.target,
                        self.score, self.explanation)
+
+
+def step_output_rows(scored: Sequence[Scored]) -> list[StepOutputRow]:
+    """Each pipeline step's input, output and feedback per example (after backward, the
+    feedback is filled in)."""
+    return [StepOutputRow(s.example.id, i, row.name, row.input, row.output, row.feedback)
+            for s in scored for i, row in enumerate(trace(s.prediction))]
 
 
 class MetricCalls:

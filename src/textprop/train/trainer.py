@@ -30,7 +30,7 @@ from textprop.train.context import (
     RunContext,
 )
 from textprop.train.events import Events, FunctionCallbacks, RunCallback
-from textprop.train.pipeline import Pipeline
+from textprop.train.pipelines.base import Pipeline
 from textprop.train.run_folder import exists_error, run_lock
 from textprop.train.strategies.base import Strategy
 from textprop.train.strategies.tgd import TGDSettings, TGDStrategy
@@ -120,6 +120,37 @@ class Trainer:
         if self._ledger is not None:
             raise RuntimeError("the run folder is fixed once the ledger is open")
         self.run_dir = self.context.run_dir = Path(run_dir)
+
+    @classmethod
+    def build(cls, pipeline: Pipeline, metric: Any, splits: Splits, run_dir: str | Path, *,
+              engine: Any, feedback_engine: Any = None, optimizer_engine: Any = None,
+              optimizer: Optimizer | None = None, strategy: Strategy | None = None,
+              callbacks: Sequence[RunCallback] = (), **settings: Any) -> Trainer:
+        """A trainer with defaults: `metric` may be a name ("numeric", "exact_match", ...),
+        feedback and rewrites come from `engine` unless given their own, the optimizer is
+        TGD over the pipeline's parameters, and `settings` are `TrainerSettings` fields.
+        Calls are filed in the ledger when the engines carry a `Meter` layer (as those of
+        `textprop.get_engine` do)."""
+        from textprop.engines.base import as_engine
+        from textprop.engines.metering import Meter
+        from textprop.engines.stack import find_layer
+        from textprop.metrics import get_metric
+        from textprop.optim.tgd import TextualGradientDescent
+
+        engine = as_engine(engine)
+        feedback = as_engine(feedback_engine) if feedback_engine is not None else engine
+        rewriter = as_engine(optimizer_engine) if optimizer_engine is not None else feedback
+        meters: list[Meter] = []  # the ledger's calls table listens to the engines' meters
+        for e in (engine, feedback, rewriter, getattr(pipeline, "engine", None)):
+            meter = find_layer(e, Meter) if isinstance(e, Engine) else None
+            if meter is not None and not any(m is meter for m in meters):
+                meters.append(meter)
+        if isinstance(metric, str):
+            metric = get_metric(metric)
+        if optimizer is None:
+            optimizer = TextualGradientDescent(pipeline.parameters(), engine=rewriter)
+        return cls(pipeline, metric, optimizer, feedback, splits, TrainerSettings(**settings),
+                   run_dir, strategy=strategy, callbacks=callbacks, meters=meters)
 
     def _on_call(self, record: Any) -> None:
         call = record.to_dict() if hasattr(record, "to_dict") else dict(record)

@@ -26,8 +26,8 @@ from textprop.errors import ConfigError
 from textprop.ledger import CandidateRow, EvaluationRow, Ledger, Revision, StepRecord
 from textprop.optim.tgd import UpdateRecord
 from textprop.prompts import render
-from textprop.train.context import CURRENT_STEP, Scored
-from textprop.train.pipeline import Pipeline
+from textprop.train.context import CURRENT_STEP, Scored, step_output_rows
+from textprop.train.pipelines.base import Pipeline
 from textprop.train.strategies.base import Strategy
 from textprop.train.strategies.demo_moves import DemoMove, moves
 from textprop.train.strategies.merge import Merge, find_merge
@@ -315,11 +315,13 @@ class ParetoStrategy(Strategy):
             losses=[x.loss_row() for x in scored],
             search_state={"parent": parent.id, "components": names})
         proposal = _Proposal(record, reserved=reserved - len(minibatch))
+        record.step_outputs = step_output_rows(scored)  # the parent's minibatch run
         if all(x.score >= 1.0 for x in scored):
             record.reason = (f"candidate {parent.id} got every minibatch example right: "
                              "nothing to learn from")
             return proposal
         by_child = await self._updates(step, names, pipeline, optimizer, scored)
+        record.step_outputs = step_output_rows(scored)  # now with the feedback
         if not by_child:
             record.reason = "no demonstration move applies yet (no right answer to show)"
             return proposal

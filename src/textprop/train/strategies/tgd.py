@@ -11,7 +11,7 @@ from textprop.data.dataset import Dataset
 from textprop.demos import Demo, Demonstrations, encode
 from textprop.ledger import Ledger, Revision, StepRecord
 from textprop.train.acceptance import Rule, decide
-from textprop.train.context import CURRENT_STEP
+from textprop.train.context import CURRENT_STEP, step_output_rows
 from textprop.train.strategies.base import Strategy
 from textprop.train.strategies.demo_moves import fits
 
@@ -133,6 +133,7 @@ class TGDStrategy(Strategy):
             batch_score=batch_score, best_val_score=self._best_val, started_at=started,
             losses=[s.loss_row() for s in scored])
         await ctx.backward(scored)
+        record.step_outputs = step_output_rows(scored)
         texts = [n for n, v in ctx.parameters.items() if not isinstance(v, Demonstrations)]
         updates = await optimizer.astep(texts)
         record.revisions = [Revision(u.name, u.role_description, u.before, u.after,
@@ -181,6 +182,7 @@ class TGDStrategy(Strategy):
             return []
         revisions = []
         question = getattr(self.ctx.pipeline, "question_text", None)
+        pair_of = getattr(self.ctx.pipeline, "demo_pair", None)  # a step's own exchange
         for name, demos in self.ctx.parameters.items():
             if not isinstance(demos, Demonstrations):
                 continue
@@ -189,8 +191,9 @@ class TGDStrategy(Strategy):
                 shown = {d.source for d in pairs}
                 if x.score < 1.0 or x.example.id in shown:
                     continue
-                new = Demo(question(x.example) if question else x.example.input,
-                           x.prediction.value, x.example.id)
+                new = (pair_of(name, x.example, x.prediction) if pair_of else None) or Demo(
+                    question(x.example) if question else x.example.input,
+                    x.prediction.value, x.example.id)
                 while pairs and not fits([*pairs, new], self.settings.demos,
                                          self.settings.max_demo_tokens):
                     pairs = pairs[1:]
