@@ -14,7 +14,8 @@ Honoured: messages (text content), temperature, max_tokens / max_completion_toke
 stop. top_p and zero penalties are accepted and ignored (sampling at temperature > 0 uses
 llama-cpp-python's defaults, top-p 0.95); non-zero penalties, n > 1, tools and logprobs are
 refused with a 400, so a client never silently gets something other than it asked for.
-The stdlib HTTP server keeps this dependency-free; it binds 127.0.0.1 by default.
+The stdlib HTTP server keeps this dependency-free; it binds 127.0.0.1 by default. The engine
+is batched (`n_parallel` 8) unless `--n-parallel 1` asks for the deterministic one.
 """
 
 from __future__ import annotations
@@ -265,10 +266,14 @@ def main(model: str = "local", port: int = DEFAULT_PORT, host: str = "127.0.0.1"
     """Run the server until interrupted (`textprop serve`)."""
     from pathlib import Path
 
-    from textprop.engines.local import LocalEngine
+    from textprop.engines.local import BATCH_N_PARALLEL, LocalEngine
     from textprop.engines.registry import get_engine
 
-    kwargs: dict[str, Any] = {} if n_parallel is None else {"n_parallel": n_parallel}
+    # Serving is for throughput: batched unless told otherwise (--n-parallel 1 is the
+    # byte-for-byte deterministic engine).
+    kwargs: dict[str, Any] = {}
+    if n_parallel is not None or "+batch" not in model:
+        kwargs["n_parallel"] = n_parallel or BATCH_N_PARALLEL
     if model.startswith("local") or model.startswith("llamacpp:"):
         engine = get_engine(model, **kwargs)
     else:  # a path to a GGUF file

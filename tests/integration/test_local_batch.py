@@ -1,6 +1,7 @@
 """The batched embedded engine on the real 0.5B model: concurrent calls share llama.cpp
-batches, JSON-schema calls keep their own grammar, shared system prompts are prefilled once,
-and (the default, deterministic mode) an answer does not depend on its batch-mates.
+batches, JSON-schema calls keep their own grammar, shared system prompts are prefilled once.
+Determinism is measured: the default engine's answers do not depend on other calls; the
+batched engine's can, and its name says so.
 
 Run with: pytest tests/integration -m local_model  (needs `pip install 'textprop[local]'`).
 Without the extra these tests skip, unless TEXTPROP_REQUIRE_LOCAL=1 (as in CI): then they fail.
@@ -104,27 +105,43 @@ def test_the_shared_system_prompt_is_prefilled_once(engine: LocalEngine) -> None
     assert len(head) > 30  # the template head with the system prompt
 
 
-def test_answers_do_not_depend_on_their_batch_mates(engine: LocalEngine) -> None:
-    """The determinism measurement of the default mode: N answers given together equal the
-    same N given one by one, byte for byte (greedy, same seed)."""
-    requests = _requests(len(QUESTIONS), max_tokens=24)
-    alone = [engine.complete(r) for r in requests]
-    together = _gather(engine, requests)
-    reversed_together = _gather(engine, requests[::-1])[::-1]
-    differ = [r.prompt for r, a, b, c in zip(requests, alone, together, reversed_together,
-                                              strict=True)
-              if not (a.text == b.text == c.text)]
-    assert differ == [], f"{len(differ)} of {len(requests)} answers depend on the batch"
+def test_default_engine_answers_do_not_depend_on_other_calls() -> None:
+    """The determinism measurement of the default mode (n_parallel=1): N answers given
+    together equal the same N given one by one, byte for byte (greedy, same seed)."""
+    engine = LocalEngine()
+    try:
+        requests = _requests(8)
+        alone = [engine.complete(r) for r in requests]
+        together = _gather(engine, requests[::-1])[::-1]
+    finally:
+        engine.close()
+    assert [a.text for a in alone] == [b.text for b in together]
     assert [a.usage for a in alone] == [b.usage for b in together]
+
+
+def test_batched_answers_are_measured_and_named_apart(engine: LocalEngine) -> None:
+    """Batched, an answer may change with its batch-mates (CPU kernels round differently for
+    other batch shapes); the count is reported, and the engine's name keeps the cache from
+    mixing these answers with the deterministic engine's."""
+    requests = _requests(8)
+    alone = [engine.complete(r).text for r in requests]
+    together = [c.text for c in _gather(engine, requests)]
+    differ = sum(a != b for a, b in zip(alone, together, strict=True))
+    print(f"batched: {differ} of {len(requests)} answers differ between alone and together")
+    assert engine.name == "local:qwen2.5-coder-0.5b+batch8"
+    assert all(together)
 
 
 def test_sync_calls_from_threads_batch_too(engine: LocalEngine) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     requests = _requests(4)
+    before = engine._decoder.steps
     with ThreadPoolExecutor(4) as pool:
-        texts = list(pool.map(lambda r: engine.complete(r).text, requests))
-    assert texts == [c.text for c in _gather(engine, requests)]
+        completions = list(pool.map(engine.complete, requests))
+    assert all(c.text for c in completions)
+    generated = sum(c.usage.output_tokens for c in completions)
+    assert engine._decoder.steps - before < generated  # some steps decoded several calls
 
 
 def test_stop_max_tokens_and_seeded_sampling(engine: LocalEngine) -> None:
@@ -137,7 +154,7 @@ def test_stop_max_tokens_and_seeded_sampling(engine: LocalEngine) -> None:
     assert (cut.finish_reason, cut.usage.output_tokens) == ("length", 6)
     assert stopped.finish_reason == "stop"
     assert "4" in stopped.text and "5" not in stopped.text
-    assert warm_a.text == warm_b.text  # one seed, one answer, even side by side
+    assert warm_a.text and warm_b.text  # seeded sampling runs side by side
 
 
 def test_a_prompt_longer_than_the_context_is_a_request_error(engine: LocalEngine) -> None:

@@ -39,7 +39,8 @@ from textprop.errors import (
 
 DEFAULT_SIZE = "0.5b"
 DEFAULT_MAX_TOKENS = 512  # left unbounded, the small models ramble for 700-800 tokens
-DEFAULT_N_PARALLEL = 8  # sequences decoded together; see docs/benchmarks.md (batched engine)
+DEFAULT_N_PARALLEL = 1  # one at a time: byte-for-byte deterministic (docs/benchmarks.md)
+BATCH_N_PARALLEL = 8  # what "local+batch" means; see docs/benchmarks.md (batched engine)
 _CHUNK_BUFFER = 8 * 1024 * 1024
 
 
@@ -311,19 +312,19 @@ class LocalEngine(Engine):
     Construction only checks that the pieces are installed; the first call joins the model
     (if needed) and loads it.
 
-    With `n_parallel > 1` (the default, `DEFAULT_N_PARALLEL`) concurrent calls share one
-    llama.cpp batch (`local_batch.BatchDecoder`): up to `n_parallel` sequences decode in one
-    pass, each with its own sampler and grammar, and prompts that share a template head (the
-    system prompt) prefill it once (`share_prefix`). Each answer still depends only on its
-    request: sequences get separate KV streams and prompts are prefilled on their own, so an
-    answer is the same whichever other calls shared its batch (measured in
-    tests/integration/test_local_batch.py). `n_ctx` is the context of each sequence.
+    With `n_parallel=1` (the default) calls run one at a time through llama-cpp-python's
+    high-level `create_chat_completion` (a llama.cpp context is not thread-safe, so a lock
+    serializes them, in a worker thread to keep the event loop free): an answer depends only
+    on its request, byte for byte, which textprop's response cache and replay rely on.
 
-    With `n_parallel=1` calls run one at a time through llama-cpp-python's high-level
-    `create_chat_completion`, as before batching existed (a llama.cpp context is not
-    thread-safe, so a lock serializes them, in a worker thread to keep the event loop free).
-    The two paths compute the same model but split the work differently, so a greedy answer
-    may differ between them in its last digits of rounding, and thus sometimes in its text.
+    With `n_parallel > 1` (spec `local+batch`) concurrent calls share one llama.cpp batch
+    (`local_batch.BatchDecoder`): up to `n_parallel` sequences decode in one pass, each with
+    its own sampler and grammar, and prompts that share a template head (the system prompt)
+    prefill it once (`share_prefix`). Much higher throughput, but an answer can depend on
+    which calls shared its batch (llama.cpp's CPU kernels round differently for different
+    batch shapes; measured: 3 of 12 greedy answers changed). The engine's name then ends in
+    `+batchN`, so the cache never mixes its answers with the deterministic engine's.
+    `n_ctx` is the context of each sequence.
 
     `Request.model` is ignored: the engine runs the one model it was built with.
     `reuse_prompt_cache=True` (one-at-a-time path only) lets a call reuse the KV cache of the
@@ -338,13 +339,12 @@ class LocalEngine(Engine):
                  n_ctx: int = 4096, n_threads: int | None = None, seed: int = 0,
                  verbose: bool = False, reuse_prompt_cache: bool = False,
                  cache_dir: Path | None = None, n_parallel: int = DEFAULT_N_PARALLEL,
-                 share_prefix: bool = True, deterministic: bool = True) -> None:
+                 share_prefix: bool = True) -> None:
         if n_parallel < 1:
             raise ConfigError(f"n_parallel must be at least 1, got {n_parallel}")
         self.n_ctx = n_ctx
         self.n_parallel = n_parallel
         self.share_prefix = share_prefix
-        self.deterministic = deterministic
         self.reuse_prompt_cache = reuse_prompt_cache
         self.n_threads = n_threads or _default_threads()
         self.seed = seed
@@ -363,6 +363,8 @@ class LocalEngine(Engine):
             self.model_path = None
             self.name = f"local:{self.spec.title}"
             check_available(self.spec, cache_dir=cache_dir)
+        if n_parallel > 1:  # its answers are not those of the one-at-a-time engine
+            self.name = f"{self.name}+batch{n_parallel}"
         self._llama: Any = None
         self._decoder: Any = None
         self._formatter: Any = None
@@ -400,8 +402,7 @@ class LocalEngine(Engine):
 
                 self._decoder = BatchDecoder(self._llama, n_parallel=self.n_parallel,
                                              n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                             share_prefix=self.share_prefix,
-                                             deterministic=self.deterministic)
+                                             share_prefix=self.share_prefix)
         except (ValueError, RuntimeError, OSError) as exc:
             if self._llama is not None:
                 self._llama.close()
