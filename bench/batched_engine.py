@@ -10,16 +10,14 @@ already there, so a long run can be resumed):
   under a lock) and `LocalEngine(n_parallel=16)` ("after"). For every k the two engines run
   back to back, so machine noise hits both alike. Reported: aggregate generated tokens/s,
   requests/s, wall seconds.
-* `demo/<engine>`: `textprop demo --no-cache` (0.5B forward, 1.5B feedback and rewrites) with
-  the old engines at concurrency 1 ("before") and the batched default engines at
-  `--demo-concurrency` ("after"), wall time of the whole command, plus the run's calls.
+* `demo/<engine>`: `textprop demo --no-cache` (0.5B forward, 1.5B feedback and rewrites) as
+  shipped (one call at a time, concurrency 1: "before") and with `local+batchN` /
+  `local:1.5b+batchN` engines at concurrency N = `--demo-concurrency` ("after"): wall time
+  of the whole command, plus the run's summary.
 
     python bench/batched_engine.py                      # everything (~20 min on 2 cores)
     python bench/batched_engine.py --skip-demo          # throughput only (~5 min)
     python bench/batched_engine.py --out bench/results/batched_engine.json
-
-The demo cells run `textprop` from this environment with PYTHONPATH=bench, so the "before"
-engines come from `python:batched_engine:sequential_small` / `sequential_large` factories.
 """
 
 from __future__ import annotations
@@ -41,21 +39,6 @@ SYSTEM = ("You are a helpful assistant that writes clear, concrete explanations 
           "beginners. Use plain words, short sentences and one example.")
 TOPICS = ["rivers", "volcanoes", "bread", "bicycles", "clouds", "bees", "libraries",
           "compasses", "tides", "glass", "chess", "maps", "salt", "kites", "bridges", "soap"]
-
-
-# --------------------------------------------------------------------- engine factories
-
-def sequential_small() -> Any:
-    """The engine before issue 12: one call at a time (0.5B)."""
-    from textprop.engines.local import LocalEngine
-
-    return LocalEngine(n_parallel=1)
-
-
-def sequential_large() -> Any:
-    from textprop.engines.local import LocalEngine
-
-    return LocalEngine(size="1.5b", n_parallel=1)
 
 
 # --------------------------------------------------------------------- cells
@@ -130,14 +113,15 @@ def run_throughput(results: dict[str, Any], path: Path, args: argparse.Namespace
 
 def run_demo(results: dict[str, Any], path: Path, args: argparse.Namespace) -> None:
     textprop = Path(sys.executable).with_name("textprop")
+    n = args.demo_concurrency
     variants = {
-        "before": ["--set", "engines.concurrency=1",
-                   "--set", "engines.default=python:batched_engine:sequential_small",
-                   "--set", "engines.feedback=python:batched_engine:sequential_large",
-                   "--set", "engines.optimizer=python:batched_engine:sequential_large"],
-        "after": ["--set", f"engines.concurrency={args.demo_concurrency}"],
+        "before": ["--set", "engines.concurrency=1"],  # the demo as shipped
+        "after": ["--set", f"engines.concurrency={n}",
+                  "--set", f"engines.default=local+batch{n}",
+                  "--set", f"engines.feedback=local:1.5b+batch{n}",
+                  "--set", f"engines.optimizer=local:1.5b+batch{n}"],
     }
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "bench")}
+    env = dict(os.environ)
     for name in ("before", "after"):
         key = f"demo/{name}"
         if key in results["cells"] or not _wanted(key, args):
