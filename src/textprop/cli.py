@@ -1,5 +1,5 @@
 """`textprop` command line: optimize, refine, eval, history, diff, export, report, approve,
-demo."""
+runs, compare, demo, serve."""
 
 from __future__ import annotations
 
@@ -118,7 +118,20 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("step", type=int, help="the step number that awaits review")
         p.add_argument("--note", default="", help="a note kept with the decision")
         p.set_defaults(decision=decision)
+    p = command("serve", _serve, "serve the embedded model as an OpenAI-compatible endpoint")
+    p.add_argument("--model", default="local",
+                   help="local (0.5B, the default), local:1.5b, or a GGUF file path")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--n-parallel", type=int, default=None,
+                   help="sequences decoded together (default: the engine's)")
     return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from textprop.serve import main as serve
+
+    return serve(args.model, port=args.port, host=args.host, n_parallel=args.n_parallel)
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:

@@ -332,7 +332,7 @@ class FakeLlama:
 @pytest.fixture
 def fake_engine(monkeypatch: pytest.MonkeyPatch, cache: Path) -> LocalEngine:
     monkeypatch.setattr(local, "check_available", lambda spec, cache_dir=None: None)
-    engine = LocalEngine(seed=7, cache_dir=cache)
+    engine = LocalEngine(seed=7, cache_dir=cache, n_parallel=1)  # one at a time
     engine._llama = FakeLlama()
     return engine
 
@@ -401,7 +401,7 @@ def test_context_overflow_is_a_request_error(fake_engine: LocalEngine) -> None:
 
 def test_prompt_cache_reuse_is_opt_in(monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:
     monkeypatch.setattr(local, "check_available", lambda spec, cache_dir=None: None)
-    engine = LocalEngine(reuse_prompt_cache=True, cache_dir=cache)
+    engine = LocalEngine(reuse_prompt_cache=True, cache_dir=cache, n_parallel=1)
     engine._llama = FakeLlama()
     engine.complete(Request.chat("hi"))
     assert engine._llama.resets == 0

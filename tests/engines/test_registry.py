@@ -184,6 +184,14 @@ def test_dispatch_local(fake_providers: dict[str, type]) -> None:
         get_engine("local:1.5b", size="0.5b")
 
 
+def test_dispatch_batched_local(fake_providers: dict[str, type]) -> None:
+    assert get_engine("local+batch").kwargs == {"n_parallel": 8}
+    assert get_engine("local:1.5b+batch16").kwargs == {"size": "1.5b", "n_parallel": 16}
+    assert get_engine("llamacpp:/m/x.gguf+batch4").kwargs == {"n_parallel": 4}
+    with pytest.raises(ConfigError, match="N >= 2"):
+        get_engine("local+batch1")
+
+
 class _ProviderWithoutSDK(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Serves a `textprop.engines.anthropic` whose import needs the (absent) anthropic SDK."""
 

@@ -39,6 +39,8 @@ from textprop.errors import (
 
 DEFAULT_SIZE = "0.5b"
 DEFAULT_MAX_TOKENS = 512  # left unbounded, the small models ramble for 700-800 tokens
+DEFAULT_N_PARALLEL = 1  # one at a time: byte-for-byte deterministic (docs/benchmarks.md)
+BATCH_N_PARALLEL = 8  # what "local+batch" means; see docs/benchmarks.md (batched engine)
 _CHUNK_BUFFER = 8 * 1024 * 1024
 
 
@@ -308,14 +310,27 @@ class LocalEngine(Engine):
     """A GGUF model run in process by llama.cpp; offline, deterministic by default.
 
     Construction only checks that the pieces are installed; the first call joins the model
-    (if needed) and loads it. Calls run one at a time (a llama.cpp context is not thread-safe)
-    in a worker thread, so the event loop stays free while the model computes.
+    (if needed) and loads it.
+
+    With `n_parallel=1` (the default) calls run one at a time through llama-cpp-python's
+    high-level `create_chat_completion` (a llama.cpp context is not thread-safe, so a lock
+    serializes them, in a worker thread to keep the event loop free): an answer depends only
+    on its request, byte for byte, which textprop's response cache and replay rely on.
+
+    With `n_parallel > 1` (spec `local+batch`) concurrent calls share one llama.cpp batch
+    (`local_batch.BatchDecoder`): up to `n_parallel` sequences decode in one pass, each with
+    its own sampler and grammar, and prompts that share a template head (the system prompt)
+    prefill it once (`share_prefix`). Much higher throughput, but an answer can depend on
+    which calls shared its batch (llama.cpp's CPU kernels round differently for different
+    batch shapes; measured: 3 of 12 greedy answers changed). The engine's name then ends in
+    `+batchN`, so the cache never mixes its answers with the deterministic engine's.
+    `n_ctx` is the context of each sequence.
 
     `Request.model` is ignored: the engine runs the one model it was built with.
-    `reuse_prompt_cache=True` lets a call reuse the KV cache of the previous call's shared
-    prompt prefix: faster (prompt evaluation runs ~150 tok/s on 2 cores), but the reply then
-    depends on the previous call, as batching changes float rounding. Off by default, so one
-    request always gives one answer, which textprop's response cache and replay rely on.
+    `reuse_prompt_cache=True` (one-at-a-time path only) lets a call reuse the KV cache of the
+    previous call's shared prompt prefix: faster, but the reply then depends on the previous
+    call. Off by default, so one request always gives one answer, which textprop's response
+    cache and replay rely on.
     """
 
     supports_json_schema = True
@@ -323,8 +338,13 @@ class LocalEngine(Engine):
     def __init__(self, model_path: str | Path | None = None, *, size: str = DEFAULT_SIZE,
                  n_ctx: int = 4096, n_threads: int | None = None, seed: int = 0,
                  verbose: bool = False, reuse_prompt_cache: bool = False,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, n_parallel: int = DEFAULT_N_PARALLEL,
+                 share_prefix: bool = True) -> None:
+        if n_parallel < 1:
+            raise ConfigError(f"n_parallel must be at least 1, got {n_parallel}")
         self.n_ctx = n_ctx
+        self.n_parallel = n_parallel
+        self.share_prefix = share_prefix
         self.reuse_prompt_cache = reuse_prompt_cache
         self.n_threads = n_threads or _default_threads()
         self.seed = seed
@@ -343,7 +363,12 @@ class LocalEngine(Engine):
             self.model_path = None
             self.name = f"local:{self.spec.title}"
             check_available(self.spec, cache_dir=cache_dir)
+        if n_parallel > 1:  # its answers are not those of the one-at-a-time engine
+            self.name = f"{self.name}+batch{n_parallel}"
         self._llama: Any = None
+        self._decoder: Any = None
+        self._formatter: Any = None
+        self._grammars: dict[str, str] = {}
         self._lock = threading.Lock()
         self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = \
             weakref.WeakKeyDictionary()
@@ -366,10 +391,22 @@ class LocalEngine(Engine):
         start = time.perf_counter()
         try:
             # chat_format=None: llama-cpp-python uses the chat template stored in the GGUF.
-            self._llama = Llama(model_path=str(path), n_ctx=self.n_ctx,
+            # Batched, the Llama object lends its model and tokenizer to the decoder's own
+            # context and keeps only a token-sized one of its own.
+            self._llama = Llama(model_path=str(path),
+                                n_ctx=self.n_ctx if self.n_parallel == 1 else 256,
                                 n_threads=self.n_threads, n_threads_batch=self.n_threads,
                                 seed=self.seed, verbose=self.verbose)
+            if self.n_parallel > 1:
+                from textprop.engines.local_batch import BatchDecoder
+
+                self._decoder = BatchDecoder(self._llama, n_parallel=self.n_parallel,
+                                             n_ctx=self.n_ctx, n_threads=self.n_threads,
+                                             share_prefix=self.share_prefix)
         except (ValueError, RuntimeError, OSError) as exc:
+            if self._llama is not None:
+                self._llama.close()
+                self._llama = None
             raise EngineUnavailableError(f"llama.cpp could not load {path}: {exc}",
                                          provider=self.name) from exc
         self.load_seconds = time.perf_counter() - start
@@ -378,6 +415,13 @@ class LocalEngine(Engine):
     # -- calls
 
     async def acomplete(self, request: Request) -> Completion:
+        if self.n_parallel > 1:
+            if self._decoder is None:
+                await asyncio.to_thread(self._load_locked)
+            job = self._job(request)
+            start = time.perf_counter()
+            reply = await asyncio.wrap_future(self._submit(job))
+            return self._completion(request, reply, time.perf_counter() - start)
         # Queue on the event loop rather than in the thread pool, so waiting calls do not
         # hold worker threads other code needs.
         async with self._async_lock():
@@ -385,6 +429,12 @@ class LocalEngine(Engine):
 
     def complete(self, request: Request) -> Completion:
         """Sync twin of `acomplete`; runs in the caller's thread."""
+        if self.n_parallel > 1:
+            self._load_locked()
+            job = self._job(request)
+            start = time.perf_counter()
+            reply = self._submit(job).result()
+            return self._completion(request, reply, time.perf_counter() - start)
         with self._lock:
             llama = self._load()
             if not self.reuse_prompt_cache:
@@ -399,6 +449,73 @@ class LocalEngine(Engine):
                 raise EngineError(f"llama.cpp failed: {exc}", provider=self.name) from exc
             latency = time.perf_counter() - start
         return self._completion(request, reply, latency)
+
+    # -- the batched path
+
+    def _load_locked(self) -> None:
+        with self._lock:
+            self._load()
+
+    def _submit(self, job: Any) -> Any:
+        from textprop.engines.local_batch import DecodeError
+
+        try:
+            future = self._decoder.submit(job)
+        except (AttributeError, DecodeError) as exc:  # closed meanwhile
+            raise EngineError(f"the local engine is closed: {exc}", provider=self.name) from exc
+        return _translate(future, self.name)
+
+    def _job(self, request: Request) -> Any:
+        """Tokenize `request` as llama-cpp-python's chat handler does, and mark where its
+        template head ends (everything before the last message's content), which requests
+        with the same system prompt share."""
+        from textprop.engines.local_batch import Job
+
+        llama = self._llama
+        if self._formatter is None:
+            self._formatter = _chat_formatter(llama)
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        result = self._formatter(messages=messages)
+        add_bos = not result.added_special
+        prompt: str = result.prompt
+        tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+        if len(tokens) >= self.n_ctx:
+            raise EngineRequestError(
+                f"Requested tokens ({len(tokens)}) exceed context window of {self.n_ctx} "
+                f"(n_ctx={self.n_ctx})", provider=self.name)
+        head_len = 0
+        last = request.messages[-1].content if request.messages else ""
+        cut = prompt.rfind(last) if last else -1
+        if cut > 0:
+            head = llama.tokenize(prompt[:cut].encode("utf-8"), add_bos=add_bos, special=True)
+            if tokens[:len(head)] == head:  # the split does not change the tokenization
+                head_len = len(head)
+        stop = list(request.stop)
+        if result.stop:
+            stop += [result.stop] if isinstance(result.stop, str) else list(result.stop)
+        max_tokens = request.max_tokens or DEFAULT_MAX_TOKENS
+        max_tokens = min(max_tokens, self.n_ctx - len(tokens))
+        return Job(tokens=tokens, head_len=head_len, max_tokens=max_tokens,
+                   temperature=request.temperature,
+                   seed=self.seed if request.seed is None else request.seed,
+                   grammar=self._grammar(request.json_schema), stop=stop)
+
+    def _grammar(self, schema: Mapping[str, Any] | None) -> str | None:
+        if schema is None:
+            return None
+        text = json.dumps(llama_cpp_schema(schema), sort_keys=True)
+        if text not in self._grammars:
+            from llama_cpp.llama_grammar import LlamaGrammar
+
+            try:
+                grammar = LlamaGrammar.from_json_schema(text, verbose=False)
+            except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+                raise EngineRequestError(f"llama.cpp cannot turn this JSON schema into a "
+                                         f"grammar: {exc}", provider=self.name) from exc
+            self._grammars[text] = grammar._grammar
+        return self._grammars[text]
+
+    # -- the one-at-a-time path
 
     def _call_kwargs(self, request: Request) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -442,9 +559,48 @@ class LocalEngine(Engine):
 
     def close(self) -> None:
         with self._lock:
+            if self._decoder is not None:
+                self._decoder.close()
+                self._decoder = None
             if self._llama is not None:
                 self._llama.close()
                 self._llama = None
+
+
+def _chat_formatter(llama: Any) -> Any:
+    """The GGUF's own chat template, set up as llama-cpp-python sets it up when
+    `chat_format=None` (so both paths build the same prompt)."""
+    from llama_cpp import llama_chat_format
+
+    template = llama.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise EngineUnavailableError("the model file has no chat template", provider="local")
+    eos_id, bos_id = llama.token_eos(), llama.token_bos()
+    eos = llama._model.token_get_text(eos_id) if eos_id != -1 else ""
+    bos = llama._model.token_get_text(bos_id) if bos_id != -1 else ""
+    return llama_chat_format.Jinja2ChatFormatter(template=template, eos_token=eos,
+                                                 bos_token=bos, stop_token_ids=[eos_id])
+
+
+def _translate(future: Any, provider: str) -> Any:
+    """`future`, with llama.cpp's failures turned into the engine error tree."""
+    import concurrent.futures
+
+    out: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def done(f: concurrent.futures.Future[Any]) -> None:
+        exc = f.exception()
+        if exc is None:
+            out.set_result(f.result())
+        elif isinstance(exc, EngineError):
+            out.set_exception(exc)
+        elif isinstance(exc, ValueError):
+            out.set_exception(EngineRequestError(str(exc), provider=provider))
+        else:
+            out.set_exception(EngineError(f"llama.cpp failed: {exc}", provider=provider))
+
+    future.add_done_callback(done)
+    return out
 
 
 def _default_threads() -> int:

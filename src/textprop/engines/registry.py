@@ -4,6 +4,8 @@ Accepted specs (the provider prefix is case-insensitive, model names are kept as
 
     local                         embedded Qwen2.5-Coder-0.5B via llama.cpp (the default)
     local:0.5b | local:1.5b       embedded model of that size
+    local+batch[N] | local:1.5b+batch[N]   the same, batched: N calls decoded together
+                                  (default 8); faster, not byte-for-byte deterministic
     llamacpp:/path/model.gguf     any GGUF file, run by llama.cpp in process
     openai:MODEL                  OpenAI                      e.g. openai:gpt-4o-mini
     anthropic:MODEL               Anthropic                   e.g. anthropic:claude-sonnet-4-5
@@ -75,6 +77,10 @@ class EngineSpec:
     path: Path | None = None
     size: str | None = None
     provider: str | None = None
+    n_parallel: int | None = None  # local engines: "+batchN"
+
+
+_BATCH = re.compile(r"^(?P<base>.+?)\+batch(?P<n>\d*)$", re.IGNORECASE)
 
 
 def public_spec(spec: str) -> str:
@@ -124,6 +130,16 @@ def parse_spec(spec: str) -> EngineSpec:
     prefix, colon, rest = text.partition(":")
     kind = prefix.strip().lower() if colon else ""
 
+    batch = _BATCH.match(text)
+    if batch and batch["base"].strip().lower().startswith(("local", "llamacpp:")):
+        from dataclasses import replace
+
+        from textprop.engines.local import BATCH_N_PARALLEL
+
+        n = int(batch["n"]) if batch["n"] else BATCH_N_PARALLEL
+        if n < 2:
+            raise _fail(spec, "'+batchN' needs N >= 2 (plain 'local' runs one call at a time)")
+        return replace(parse_spec(batch["base"]), n_parallel=n)
     if text.lower() == "local":
         return EngineSpec("local")
     if kind == "local":
@@ -191,9 +207,13 @@ def get_engine(spec: str, **kwargs: Any) -> Engine:
         from textprop.engines.local import LocalEngine
 
         if parsed.kind == "llamacpp":
+            if parsed.n_parallel is not None:
+                _merge(kwargs, "n_parallel", parsed.n_parallel, spec)
             return LocalEngine(parsed.path, **kwargs)
         if parsed.size is not None:
             _merge(kwargs, "size", parsed.size, spec)
+        if parsed.n_parallel is not None:
+            _merge(kwargs, "n_parallel", parsed.n_parallel, spec)
         return LocalEngine(**kwargs)
     if parsed.kind == "anthropic":
         try:
