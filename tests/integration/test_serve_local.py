@@ -19,9 +19,10 @@ from pathlib import Path
 import openai
 import pytest
 
-from textprop.engines.local import MODELS, LocalEngine, check_available
-from textprop.errors import EngineUnavailableError
+from textprop.engines.local import LocalEngine
 from textprop.serve import Server
+
+from .local_model import require_local_model
 
 pytestmark = pytest.mark.local_model
 
@@ -30,12 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    try:
-        check_available(MODELS["0.5b"])
-    except EngineUnavailableError as exc:
-        if os.environ.get("TEXTPROP_REQUIRE_LOCAL") == "1":
-            pytest.fail(f"TEXTPROP_REQUIRE_LOCAL=1 but the local model is unavailable: {exc}")
-        pytest.skip(f"needs the embedded model: {MODELS['0.5b'].install_command}")
+    require_local_model()
     engine = LocalEngine(n_parallel=4)
     with Server(engine, port=0) as running:
         yield running
