@@ -149,23 +149,27 @@ def run_cell(task: str, strategy: str, seed: int, args: argparse.Namespace) -> d
     if done.returncode != 0:
         return {"failed": True, "returncode": done.returncode, "stderr": done.stderr[-2000:],
                 "wall_s": wall}
-    summary = json.loads(done.stdout)
+    # Everything from the ledger, so a finished run that is resumed (the CLI then only
+    # says it is finished) gives the same record.
     ledger = Ledger.in_run(run_dir)
     steps = ledger.steps()
-    test_eval = ledger.meta()["final"]["test_per_example"]
+    final = ledger.meta()["final"]
+    test_eval = final["test_per_example"]
     baseline_test = next(e["per_example"] for e in ledger.evaluations(0)
                          if e["split"] == "test")
     return {
         "task": task, "strategy": strategy, "seed": seed, "resumed": resume,
-        "baseline_val": summary["baseline_val"], "best_val": summary["best_val"],
-        "baseline_test": summary["baseline_test"], "final_test": summary["final_test"],
+        "baseline_val": steps[0]["val_score"], "best_val": final["best_val_score"],
+        "baseline_test": steps[0]["test_score"], "final_test": final["test_score"],
         "test_n": len(test_eval), "baseline_test_per_example": baseline_test,
-        "final_test_per_example": test_eval, "values": summary["values"],
+        "final_test_per_example": test_eval, "values": final["values"],
         "metric_calls": ledger.meta()["final"].get("metric_calls"),
         "steps": len(steps) - 1,
         "accepted": sum(s["status"] == "accepted" for s in steps),
         "candidates": len(ledger.candidates()),
-        "usage_by_role": ledger.usage_by_role(), "wall_s": wall,
+        "usage_by_role": ledger.usage_by_role(),
+        "wall_s": max(x["finished_at"] for x in steps) - steps[0]["started_at"]
+        if resume else wall,  # a resumed cell: the span its ledger records
         "run_dir": str(run_dir.relative_to(ROOT)),
     }
 
