@@ -25,6 +25,7 @@ import inspect
 import sys
 import time
 import tomllib
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,13 +48,14 @@ NAME = "text"  # the refined text's parameter name in the ledger
 
 
 # --- losses ---------------------------------------------------------------------------------
-class Loss:
+class Loss(ABC):
     """`await loss.ascore(text)` -> (score in [0, 1], explanation used as the feedback)."""
 
     name = "loss"
 
+    @abstractmethod
     async def ascore(self, text: str) -> tuple[float, str]:
-        raise NotImplementedError
+        """Score `text`; the explanation becomes the feedback."""
 
 
 @dataclass

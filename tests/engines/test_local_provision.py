@@ -440,3 +440,17 @@ def test_sync_calls_from_threads_are_serialized(fake_engine: LocalEngine) -> Non
         thread.join()
     assert len(fake_engine._llama.calls) == 4
     assert not fake_engine._llama.overlapped
+
+
+def test_the_embedded_engine_refuses_images_in_one_message(fake_engine: LocalEngine) -> None:
+    from textprop.engines.base import Message
+    from textprop.errors import EngineUnavailableError
+    from textprop.images import Image
+
+    picture = Image.from_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 32)
+    request = Request(messages=(Message.from_parts("user", ["What is this?", picture]),))
+    fake_engine._llama.create_chat_completion = lambda **kw: pytest.fail("reached the model")
+    with pytest.raises(EngineUnavailableError, match="cannot take images: this request has 1"):
+        fake_engine.complete(request)
+    with pytest.raises(EngineUnavailableError, match="cannot take images"):
+        asyncio.run(fake_engine.acomplete(request))

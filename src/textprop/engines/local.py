@@ -27,7 +27,13 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from textprop.engines.base import Completion, Engine, Request, Usage
+from textprop.engines.base import (
+    Completion,
+    Engine,
+    Request,
+    Usage,
+    require_images_support,
+)
 from textprop.engines.llama_grammar import llama_cpp_schema
 from textprop.errors import (
     ConfigError,
@@ -415,6 +421,7 @@ class LocalEngine(Engine):
     # -- calls
 
     async def acomplete(self, request: Request) -> Completion:
+        require_images_support(self, request)
         if self.n_parallel > 1:
             if self._decoder is None:
                 await asyncio.to_thread(self._load_locked)
@@ -429,6 +436,7 @@ class LocalEngine(Engine):
 
     def complete(self, request: Request) -> Completion:
         """Sync twin of `acomplete`; runs in the caller's thread."""
+        require_images_support(self, request)
         if self.n_parallel > 1:
             self._load_locked()
             job = self._job(request)
