@@ -99,6 +99,45 @@ def test_listeners_get_every_record_and_a_broken_listener_does_not_fail_the_call
     assert seen[0].to_dict()["role"] == "optimizer"
 
 
+def test_only_a_listener_that_asks_for_content_gets_the_prompt_and_reply():
+    meter = Meter(priced_engine("scripted"))
+    bare: list[CallRecord] = []
+    full: list[CallRecord] = []
+    meter.on_call(bare.append)
+    meter.on_call(full.append, content=True)
+
+    meter.complete(Request.chat("count these", system_prompt="You count.", role="forward"))
+
+    [plain], [rich] = bare, full
+    assert (plain.messages, plain.reply, plain.finish_reason) == (None, None, None)
+    assert not {"messages", "reply", "finish_reason"} & set(plain.to_dict())
+    assert rich.messages == ({"role": "system", "content": "You count."},
+                             {"role": "user", "content": "count these"})
+    assert (rich.reply, rich.finish_reason) == ("a b c d", "stop")
+    data = rich.to_dict()
+    assert tuple(data.pop("messages")) == rich.messages
+    assert (data.pop("reply"), data.pop("finish_reason")) == ("a b c d", "stop")
+    assert data == plain.to_dict()
+    assert meter.records[0].messages is None  # the meter keeps no text of its own
+
+
+def test_content_can_be_asked_for_call_by_call_and_a_failed_call_has_no_reply():
+    meter = Meter(ScriptedEngine(default="fine").queue(EngineError("no")))
+    wanted = [True]
+    seen: list[CallRecord] = []
+    meter.on_call(seen.append, content=lambda: wanted[0])
+
+    with pytest.raises(EngineError):
+        meter.complete(Request.chat("first"))
+    wanted[0] = False
+    meter.complete(Request.chat("second"))
+
+    failed, quiet = seen
+    assert failed.messages == ({"role": "user", "content": "first"},)
+    assert not failed.ok and failed.reply is None
+    assert (quiet.messages, quiet.reply) == (None, None)
+
+
 def test_counters_are_exact_under_threads_and_tasks():
     meter = Meter(ScriptedEngine(default="ok", latency_s=0.001))
 

@@ -9,6 +9,10 @@ Put the meter above the cache (`Meter(Cache(...))`) so it sees cache hits: they 
 as calls and hits, cost nothing, and add no tokens. Tokens and cost count only calls that
 reached the provider. Latency is wall time measured around the inner engine, so it includes
 waiting for a concurrency slot and retries when those layers sit below the meter.
+
+A record carries no prompt or reply text unless a listener asks for it
+(`meter.on_call(listener, content=True)`): only that listener's records then hold the
+request's messages, the reply and its finish reason.
 """
 
 from __future__ import annotations
@@ -154,9 +158,17 @@ class PriceTable:
                 for k, p in sorted(self._prices.items())}
 
 
+CONTENT_FIELDS = ("messages", "reply", "finish_reason")  # a record's text, when asked for
+
+
 @dataclass(frozen=True)
 class CallRecord:
-    """One call through a `Meter`. `error` is "ExceptionType: message" when `ok` is False."""
+    """One call through a `Meter`. `error` is "ExceptionType: message" when `ok` is False.
+
+    `messages` ({"role", "content"} per message, in order), `reply` and `finish_reason` are
+    filled only for a listener registered with `content=True`; otherwise they are None and
+    `to_dict()` leaves them out.
+    """
 
     role: str
     engine: str
@@ -169,9 +181,17 @@ class CallRecord:
     ok: bool
     error: str | None = None
     started_at: float = 0.0  # time.time() when the call began
+    messages: tuple[dict[str, str], ...] | None = None
+    reply: str | None = None  # None when the call failed
+    finish_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record as a plain dict; the content fields only when they were captured."""
+        data = asdict(self)
+        if self.messages is None:
+            for name in CONTENT_FIELDS:
+                del data[name]
+        return data
 
 
 @dataclass(frozen=True)
@@ -250,6 +270,7 @@ class UsageSummary:
 
 
 Listener = Callable[[CallRecord], None]
+WantsContent = bool | Callable[[], bool]
 
 
 class Meter(Engine):
@@ -267,14 +288,22 @@ class Meter(Engine):
         self._records: list[CallRecord] = []
         self._by_role: dict[str, RoleUsage] = {}
         self._total = RoleUsage()
-        self._listeners: list[Listener] = []
+        self._listeners: list[tuple[Listener, WantsContent]] = []
         self._unpriced: set[str] = set()
 
-    def on_call(self, listener: Listener) -> Listener:
-        """Call `listener(record)` after every call (usable as a decorator)."""
-        with self._lock:
-            self._listeners.append(listener)
-        return listener
+    def on_call(self, listener: Listener | None = None, *,
+                content: WantsContent = False) -> Any:
+        """Call `listener(record)` after every call (usable as a decorator).
+
+        With `content` true (or a function answering, per call, whether it is), the
+        listener's records also carry the request's messages and the reply
+        (`CallRecord.messages`, `reply`, `finish_reason`); other listeners never see them.
+        """
+        def register(listener: Listener) -> Listener:
+            with self._lock:
+                self._listeners.append((listener, content))
+            return listener
+        return register if listener is None else register(listener)
 
     def usage(self) -> UsageSummary:
         with self._lock:
@@ -351,9 +380,25 @@ class Meter(Engine):
             self._by_role[record.role] = self._by_role.get(record.role, RoleUsage()).add(record)
             self._total = self._total.add(record)
             listeners = list(self._listeners)
-        for listener in listeners:
+        full: CallRecord | None = None
+        for listener, content in listeners:
             try:
-                listener(record)
+                if content is True or (callable(content) and content()):
+                    if full is None:  # the text is copied only when someone asked for it
+                        full = _with_content(record, request, completion)
+                    listener(full)
+                else:
+                    listener(record)
             except Exception as exc:  # a broken ledger must not turn a paid answer into an error
                 warnings.warn(f"Meter listener {listener!r} failed: {exc!r}", RuntimeWarning,
                               stacklevel=2)
+
+
+def _with_content(record: CallRecord, request: Request,
+                  completion: Completion | None) -> CallRecord:
+    """The record with the request's messages (their text; an image by its description) and
+    the reply."""
+    return replace(record, messages=tuple({"role": m.role, "content": m.content}
+                                          for m in request.messages),
+                   reply=None if completion is None else completion.text,
+                   finish_reason=None if completion is None else completion.finish_reason)

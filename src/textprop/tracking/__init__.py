@@ -4,6 +4,7 @@ config's `[tracking]` table.
     [tracking]
     mlflow = "file:./mlruns"        # pip install 'textprop[mlflow]'
     otlp = "http://localhost:4318/v1/traces"   # pip install 'textprop[otel]'
+    otlp_content = false            # true: the spans also carry prompts and replies
 
 Another tracker is a small adapter: a factory `(config, run_dir) -> RunCallback` registered
 with `register_tracker("name", factory)` and switched on by `[tracking] name = ...` (a

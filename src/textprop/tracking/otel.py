@@ -2,7 +2,17 @@
 GenAI semantic-convention names) inside a span per step, inside one span for the run,
 exported over OTLP/HTTP (`pip install 'textprop[otel]'`).
 
-Prompts and replies are never exported: the spans carry only the calls' metadata.
+Prompts and replies are not exported unless asked: by default the spans carry only the
+calls' metadata. With `[tracking] otlp_content = true` (`OTelTracker(export_content=True)`)
+each call's span also holds the text the way the GenAI semantic conventions (1.37 and
+later) record content on span attributes, not as the older per-message span events
+(`gen_ai.user.message`, `gen_ai.choice`, now deprecated): `gen_ai.input.messages`, the
+request's messages in order (the system prompt too: it is part of the chat history), and
+`gen_ai.output.messages`, the reply, each a JSON string (`[{"role": ..., "parts":
+[{"type": "text", "content": ...}]}]`, the output message with its `finish_reason`)
+because span attributes cannot hold nested structures. An image in a message is recorded
+by its text description, never its bytes. Without the option the engines do not even copy
+the text for the tracker.
 
 Spans are made when a step is recorded, with the calls' own start times and latencies, so
 proposals that ran side by side (the pareto search) still nest under their own steps.
@@ -10,6 +20,7 @@ proposals that ran side by side (the pareto search) still nest under their own s
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import defaultdict
@@ -30,9 +41,25 @@ def _system(engine: str) -> str:
     return prefix or "unknown"
 
 
+def input_messages(messages: list[dict[str, str]]) -> str:
+    """`gen_ai.input.messages`: the request's messages as JSON, one text part each."""
+    return json.dumps([{"role": m["role"], "parts": [{"type": "text", "content": m["content"]}]}
+                       for m in messages], ensure_ascii=False)
+
+
+def output_messages(reply: str, finish_reason: str | None) -> str:
+    """`gen_ai.output.messages`: the one reply as JSON (the schema requires a finish reason;
+    "stop" when the engine reported none)."""
+    return json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": reply}],
+                        "finish_reason": finish_reason or "stop"}], ensure_ascii=False)
+
+
 class OTelTracker(RunCallback):
+    """`export_content=True` adds each call's prompt and reply to its span (see above)."""
+
     def __init__(self, *, endpoint: str | None = None, exporter: Any = None,
-                 run_name: str = "run", attributes: dict[str, Any] | None = None) -> None:
+                 run_name: str = "run", attributes: dict[str, Any] | None = None,
+                 export_content: bool = False) -> None:
         try:
             from opentelemetry import trace
             from opentelemetry.sdk.resources import Resource
@@ -42,6 +69,7 @@ class OTelTracker(RunCallback):
             raise ConfigError("OpenTelemetry tracing needs the otel extra: pip install "
                               "'textprop[otel]'", field="tracking.otlp") from None
         self._trace = trace
+        self.export_content = self.wants_call_content = bool(export_content)
         self.provider = TracerProvider(resource=Resource.create({"service.name": "textprop"}))
         if exporter is None:
             try:
@@ -65,6 +93,7 @@ class OTelTracker(RunCallback):
     @classmethod
     def from_config(cls, config: Any, run_dir: Path) -> OTelTracker:
         return cls(endpoint=config.tracking.otlp, run_name=config.run.name,
+                   export_content=config.tracking.otlp_content,
                    attributes={"textprop.run_dir": str(run_dir),
                                "textprop.strategy": config.strategy.kind})
 
@@ -112,6 +141,11 @@ class OTelTracker(RunCallback):
             "textprop.cost_usd": float(call.get("cost_usd") or 0.0),
             "textprop.latency_s": float(call.get("latency_s") or 0.0),
         }
+        if self.export_content and call.get("messages") is not None:
+            attributes["gen_ai.input.messages"] = input_messages(call["messages"])
+            if call.get("reply") is not None:
+                attributes["gen_ai.output.messages"] = output_messages(
+                    call["reply"], call.get("finish_reason"))
         span = self.tracer.start_span(f"chat {model}".strip(), context=context,
                                       kind=self._trace.SpanKind.CLIENT,
                                       start_time=_ns(started), attributes=attributes)

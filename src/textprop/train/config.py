@@ -11,7 +11,7 @@
     [strategy]  kind = "tgd" | "pareto", and the pareto search's settings
     [cache]     enabled, path, replay
     [budget]    max_calls, max_tokens, max_cost_usd, max_metric_calls, prices
-    [tracking]  mlflow = URI, experiment, otlp = ENDPOINT (textprop.tracking)
+    [tracking]  mlflow = URI, experiment, otlp = ENDPOINT, otlp_content (textprop.tracking)
 """
 
 from __future__ import annotations
@@ -219,6 +219,13 @@ class TrackingSection(_Section):
     mlflow: str | None = None  # a tracking URI: "file:./mlruns", "http://host:5000"
     experiment: str | None = None  # default: the run's name
     otlp: str | None = None  # an OTLP/HTTP traces endpoint: "http://host:4318/v1/traces"
+    otlp_content: bool = False  # also export each call's prompt messages and reply text
+
+    @model_validator(mode="after")
+    def content_needs_an_endpoint(self) -> TrackingSection:
+        if self.otlp_content and not self.otlp:
+            raise ValueError("otlp_content = true needs otlp = ENDPOINT, where the spans go")
+        return self
 
 
 class RunConfig(_Section):

@@ -20,6 +20,7 @@ from typing import Any
 from textprop._sync import run_sync
 from textprop.data.dataset import Dataset, Splits
 from textprop.engines.base import Engine
+from textprop.engines.metering import CONTENT_FIELDS
 from textprop.errors import ConfigError
 from textprop.ledger import EvaluationRow, Ledger, StepRecord
 from textprop.optim.optimizer import Optimizer
@@ -95,8 +96,8 @@ class Trainer:
         self.parameters = pipeline.parameters()
         self.events = Events([FunctionCallbacks(progress, counter), *callbacks])
         self._calls: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for meter in meters:
-            meter.on_call(self._on_call)
+        for meter in meters:  # the calls' text is copied only while a callback wants it
+            meter.on_call(self._on_call, content=lambda: self.events.wants_call_content)
         self.context = RunContext(
             pipeline, metric, optimizer, feedback_engine, splits, seed=settings.seed,
             events=self.events, metric_calls=MetricCalls(settings.max_metric_calls),
@@ -155,7 +156,9 @@ class Trainer:
     def _on_call(self, record: Any) -> None:
         call = record.to_dict() if hasattr(record, "to_dict") else dict(record)
         step = CURRENT_STEP.get()
-        self._calls[step].append(call)
+        # The ledger files the call's metadata only; its text goes to the events, which
+        # hand it to the callbacks that asked for it.
+        self._calls[step].append({k: v for k, v in call.items() if k not in CONTENT_FIELDS})
         self.events.on_call(call, step)
 
     def _take_calls(self, step: int) -> list[dict[str, Any]]:
