@@ -185,3 +185,38 @@ def test_tgd_adds_the_batchs_right_answers_as_demonstrations(tmp_path):
                            if r["name"] == "demonstrations"]
     added = json.loads(revision_of_demos["after"])
     assert len(added) == 1 and added[0]["output"].startswith("Answer: ")
+
+
+def test_demo_field_target_bootstraps_pairs_from_training_labels_only(tmp_path):
+    engine = ScriptedEngine()
+    engine.on(lambda r: r.role == "optimizer",
+              "<IMPROVED_VARIABLE>Be exact.</IMPROVED_VARIABLE>")
+    engine.on(lambda r: r.role == "backward", "Give the sum.")
+    engine.on(lambda r: r.role == "forward", "Answer: 0")  # never right: no own outputs
+    trainer, run_dir = search(tmp_path, engine, demos=2, children=2, max_proposals=6,
+                              demo_field="target")
+    trainer.run()
+
+    shown = {(d.source, d.input, d.output) for c in Ledger.in_run(run_dir).candidates()
+             for d in decode(c.values["demonstrations"])}
+    assert shown, "a move added a labelled pair although no answer was ever right"
+    labels = {(f"train-{i}", f"What is {a} + {b}?", str(a + b))
+              for i, (a, b) in enumerate(TRAIN)}
+    assert shown <= labels
+
+
+def test_a_demo_field_no_training_example_has_is_one_config_error_before_any_call(tmp_path):
+    from textprop.errors import ConfigError
+    from textprop.train.build import build_splits
+    from textprop.train.config import load_config
+
+    config = tmp_path / "run.toml"
+    config.write_text('[task]\nbuiltin = "date_normalization"\n[pipeline]\n'
+                      'system_prompt = "Rewrite the date."\n'
+                      '[strategy]\nkind = "pareto"\nmax_proposals = 2\ndemos = 2\n'
+                      'demo_field = "worked"\n')
+    with pytest.raises(ConfigError) as caught:
+        build_splits(load_config(config))
+    assert caught.value.field == "strategy.demo_field"
+    assert "no training example has a field 'worked'" in str(caught.value)
+    assert "or 'target'" in str(caught.value)

@@ -45,6 +45,12 @@ def build_splits(config: RunConfig) -> Splits:
             load_dataset(config.resolve(task.val), **fields),
             load_dataset(config.resolve(task.test), **fields) if task.test else
             load_dataset(config.resolve(task.val), **fields)[:0])
+    field = config.strategy.demo_field
+    if field and field != "target" and not any(field in e.fields for e in splits.train):
+        names = sorted({name for e in splits.train for name in e.fields})
+        raise ConfigError(f"no training example has a field {field!r} to take worked answers "
+                          f"from (fields: {', '.join(names) or 'none'}; or 'target')",
+                          source=_source(config), field="strategy.demo_field")
     return Splits(splits.train, splits.val[:task.limit_val] if task.limit_val else splits.val,
                   splits.test[:task.limit_test] if task.limit_test is not None else splits.test)
 

@@ -188,7 +188,8 @@ class StrategySection(_Section):
     max_failures: int = Field(5, ge=0, le=100)
     demos: int = Field(0, ge=0, le=64)  # demonstrations per prompt; 0: off
     max_demo_tokens: int | None = Field(1000, ge=1)
-    demo_field: str | None = None  # a training field with a worked answer (GSM8K: answer)
+    # a training field with a worked answer (GSM8K: answer), or "target": the label itself
+    demo_field: str | None = None
 
     def options(self) -> dict[str, Any]:
         return self.model_dump(exclude={"kind"})

@@ -137,8 +137,9 @@ class ParetoStrategy(Strategy):
         field = self.settings.demo_field
         if field and self.settings.demos:
             for e in ctx.splits.train:
-                if field in e.fields:
-                    self.bootstrap[e.id] = Demo(self._question(e), e.fields[field], e.id)
+                answer = e.target if field == "target" else e.fields.get(field)
+                if answer is not None:
+                    self.bootstrap[e.id] = Demo(self._question(e), answer, e.id)
 
     def _full_val(self, candidate: Candidate) -> float:
         scores = {**candidate.per_example, **self.holdout_scores.get(candidate.id, {})}
