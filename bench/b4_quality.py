@@ -146,14 +146,18 @@ def model_id(base_url: str, timeout: float = 10) -> str:
         return json.load(reply)["data"][0]["id"]
 
 
-def start_server(model: str, port: int, n_parallel: int | None, log: Path):
+def serve_command(model: str, port: int, n_parallel: int | None) -> list[str]:
+    """`textprop serve` of this checkout for one model (`local`, `local:1.5b`, a GGUF path)."""
     cmd = [sys.executable, "-m", "textprop.cli", "serve", "--model", model, "--port", str(port)]
-    if n_parallel:
-        cmd += ["--n-parallel", str(n_parallel)]
+    return cmd + (["--n-parallel", str(n_parallel)] if n_parallel else [])
+
+
+def start_server(cmd: list[str], port: int, log: Path, wait_s: float = 900):
+    """Start a server and wait until it answers /v1/models; (process, base URL)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 900
+    deadline = time.time() + wait_s
     while time.time() < deadline:
         try:
             model_id(url, timeout=2)
@@ -164,7 +168,7 @@ def start_server(model: str, port: int, n_parallel: int | None, log: Path):
                                  f"{log.read_text()[-1500:]}") from None
             time.sleep(1)
     proc.terminate()
-    raise SystemExit(f"b4: {' '.join(cmd)} did not answer /v1/models in 900 s")
+    raise SystemExit(f"b4: {' '.join(cmd)} did not answer /v1/models in {wait_s:g} s")
 
 
 def proc_cpu_s(pid: int | None) -> float | None:
@@ -664,6 +668,35 @@ def table(results: dict, budget: int | None = None) -> str:
             f"{calls('task')} / {calls('feedback')} / {calls('rewrite')} | "
             f"{tokens(('task',))} | {tokens(('feedback', 'rewrite', 'other'))} | {wall} | "
             f"{cpu} |")
+    lines += ["", "Per cell:", "",
+              "| task | framework | seed | status | test: start -> final | val: start -> best | "
+              "metric calls | calls task / feedback / rewrite | tokens in / out | wall | CPU: "
+              "framework + harness + servers |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for c in sorted((c for c in results["cells"].values()
+                     if budget is None or c["budget"] == budget),
+                    key=lambda c: (c["task"], c["framework"], c["budget"], c["seed"])):
+        u = c.get("usage_by_role") or {}
+        roles = " / ".join(f"{u.get(r, {}).get('calls', 0):.0f}"
+                           for r in ("task", "feedback", "rewrite"))
+        tin = sum(v.get("prompt_tokens", 0) for v in u.values())
+        tout = sum(v.get("completion_tokens", 0) for v in u.values())
+        servers = sum(v or 0 for v in (c.get("cpu_servers_s") or {}).values())
+        if c["status"] == "ok":
+            test = f"{c['start_test']:.3f} -> {c['final_test']:.3f} ({c['test_n']})"
+            val = (f"{c['baseline_val']:.3f} -> {c['best_val']:.3f}"
+                   if c.get("baseline_val") is not None and c.get("best_val") is not None
+                   else "-")
+            status = "ok"
+        else:
+            test, val = "-", "-"
+            status = f"failed: {str(c.get('error'))[:120]}"
+        lines.append(
+            f"| {c['task']} | {c['framework']} | {c['seed']} | {status} | {test} | {val} | "
+            f"{c.get('metric_calls') if c.get('metric_calls') is not None else '-'} | {roles} | "
+            f"{tin:,.0f} / {tout:,.0f} | {c['wall_s'] / 60:.1f} min | "
+            f"{c.get('cpu_framework_s', 0):.0f} + {c.get('cpu_harness_s', 0):.0f} + "
+            f"{servers:.0f} s |")
     lines += ["", "Paired, same test examples and seeds (exact two-sided sign test on the "
                   "discordant (example, seed) pairs):", "",
               "| task | budget | a vs b | seeds | pairs | a right, b wrong | a wrong, b right | "
@@ -805,8 +838,8 @@ def run_all(args, out: Path) -> None:
                                       ("writer", args.writer_model_spec, args.writer_port)):
                 print(f"{time.strftime('%H:%M:%S')} starting textprop serve --model {model} "
                       f"--port {port} ...", file=sys.stderr, flush=True)
-                proc, url = start_server(model, port, args.server_n_parallel,
-                                         log_dir / f"{role}.log")
+                proc, url = start_server(serve_command(model, port, args.server_n_parallel),
+                                         port, log_dir / f"{role}.log")
                 procs.append(proc)
                 servers[role], servers["pids"][role] = url, proc.pid
         else:

@@ -114,3 +114,53 @@ def test_smoke_runs_every_framework_and_resumes(tmp_path: Path) -> None:
         assert cell["usage_by_role"]["rewrite"]["calls"] > 0
     assert "skip object_counting/gepa/seed0/mmc40 (ok)" in done.stderr
     assert results["starts"]["object_counting"]["n"] == 8
+
+
+def test_start_server_waits_for_the_model_list(tmp_path: Path) -> None:
+    """--start-servers' wait and stop, with the test server standing in for `textprop serve`
+    (which would load a model)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert b4.serve_command("local:1.5b", 8782, None)[-4:] == ["--model", "local:1.5b",
+                                                               "--port", "8782"]
+    cmd = [sys.executable, "-m", "textprop.testing.server", "--port", str(port), "--model",
+           "served-model"]
+    proc, url = b4.start_server(cmd, port, tmp_path / "server.log", wait_s=60)
+    try:
+        assert b4.model_id(url) == "served-model"
+        assert b4.proc_cpu_s(proc.pid) is not None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.skipif(not (b4.DATA / "bbh/bbh/object_counting.json").exists(),
+                    reason="needs the shared BBH data")
+def test_a_run_that_fails_is_a_recorded_cell_and_is_skipped_on_resume(tmp_path: Path) -> None:
+    data = b4.load_task("object_counting", 6, 8)
+    targets = {r["input"].strip(): r["target"] for split in ("train", "val", "test")
+               for r in data[split]}
+    task_reply, _ = b4.smoke_replies(targets)
+    out = tmp_path / "b4.json"
+    argv = ["--tasks", "object_counting", "--frameworks", "tgd", "--seeds", "0", "--val", "6",
+            "--test", "8", "--max-metric-calls", "40", "--max-tokens", "64",
+            "--writer-max-tokens", "64", "--workers", "2", "--deadline-min", "5",
+            "--out", str(out), "--runs", str(tmp_path / "runs")]
+    with TestServer(reply=task_reply) as task, TestServer(reply="feedback") as writer:
+        writer.inject(*["400"] * 50)  # every feedback call is refused: textprop's run ends
+        urls = ["--task-url", task.base_url, "--writer-url", writer.base_url]
+        assert b4.main(argv + urls) == 0
+        cell = json.loads(out.read_text())["cells"]["object_counting/tgd/seed0/mmc40"]
+        assert cell["status"] == "failed" and "textprop optimize exited 1" in cell["error"]
+        assert cell["usage_by_role"]["feedback"]["failed"] >= 1
+        assert "failed" in b4.table(json.loads(out.read_text()))
+        sent = len(task.requests)
+        assert b4.main(argv + urls) == 0  # resume: the failed cell is a result, not rerun
+        assert len(task.requests) == sent + 1  # only the /v1/models probe
+        writer.reset()
+        assert b4.main(argv + urls + ["--retry-failed"]) == 0
+    cell = json.loads(out.read_text())["cells"]["object_counting/tgd/seed0/mmc40"]
+    assert cell["status"] == "ok" and cell["test_n"] == 8
