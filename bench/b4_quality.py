@@ -756,10 +756,47 @@ REQUIRED = ("task", "framework", "seed", "budget", "status", "final_prompt", "st
             "wall_s", "cpu_framework_s", "cpu_harness_s", "finished_at")
 
 
+def as_request_reply(reply):
+    """A reply on an OpenAI body as a ScriptedEngine reply on a textprop Request."""
+
+    def answer(request) -> str:
+        body: dict[str, Any] = {"messages": [{"role": m.role, "content": m.content}
+                                             for m in request.messages]}
+        if request.json_schema is not None:
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"schema": request.json_schema}}
+        return reply(body)
+
+    return answer
+
+
+@contextlib.contextmanager
+def smoke_servers(kind: str, task_reply, writer_reply):
+    """Two scripted servers: textprop's test server, or `textprop serve`'s HTTP layer (the
+    real runs' server) in front of a ScriptedEngine; (task, writer, request counter)."""
+    if kind == "test":
+        from textprop.testing.server import TestServer
+
+        with TestServer(reply=task_reply, models=["b4-task"]) as task, \
+                TestServer(reply=writer_reply, models=["b4-writer"]) as writer:
+            yield task.base_url, writer.base_url, lambda: len(task.requests) + len(
+                writer.requests)
+        return
+    from textprop.engines.scripted import ScriptedEngine
+    from textprop.serve import Server
+
+    engines = [ScriptedEngine(default=as_request_reply(reply), supports_json_schema=True,
+                              name=name)
+               for reply, name in ((task_reply, "local:b4-task"),
+                                   (writer_reply, "local:b4-writer"))]
+    with Server(engines[0], port=0) as task, Server(engines[1], port=0) as writer:
+        yield task.base_url, writer.base_url, lambda: sum(len(e.requests) for e in engines)
+
+
 def smoke(args) -> int:
-    """Every framework for one seed on a tiny budget against textprop's scripted test server;
-    checks the cells and their fields, then that a rerun skips every finished cell."""
-    from textprop.testing.server import TestServer
+    """Every framework for one seed on a tiny budget against scripted servers (textprop's
+    test server, or with `--smoke-server serve` `textprop serve`'s HTTP layer); checks the
+    cells and their fields, then that a rerun skips every finished cell."""
 
     missing = [str(p) for p in (TG_PYTHON, GEPA_PYTHON) if not p.exists()]
     if missing:
@@ -774,16 +811,16 @@ def smoke(args) -> int:
         targets |= {r["input"].strip(): r["target"] for split in ("train", "val", "test")
                     for r in data[split]}
     task_reply, writer_reply = smoke_replies(targets)
-    with TestServer(reply=task_reply, models=["b4-task"]) as task_server, \
-            TestServer(reply=writer_reply, models=["b4-writer"]) as writer_server:
-        args.task_url, args.writer_url = task_server.base_url, writer_server.base_url
+    with smoke_servers(args.smoke_server, task_reply, writer_reply) as (task_url, writer_url,
+                                                                         requests):
+        args.task_url, args.writer_url = task_url, writer_url
         started = time.perf_counter()
         run_all(args, out)
         first = load_results(out)
         print(f"b4 smoke: first pass {time.perf_counter() - started:.0f} s", file=sys.stderr)
-        calls_before = len(task_server.requests) + len(writer_server.requests)
+        calls_before = requests()
         run_all(args, out)  # resume: every cell is recorded, nothing runs
-        calls_after = len(task_server.requests) + len(writer_server.requests)
+        calls_after = requests()
     second = load_results(out)
     problems = []
     for task in args.tasks:
@@ -941,8 +978,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--table", action="store_true", help="print the B4 table and exit")
     p.add_argument("--budget", type=int, default=None, help="--table: only this budget")
     p.add_argument("--smoke", action="store_true",
-                   help="every framework, seed 0, tiny sizes, against the scripted test "
-                        "server; checks the results file and the resume")
+                   help="every framework, seed 0, tiny sizes, against scripted servers; "
+                        "checks the results file and the resume")
+    p.add_argument("--smoke-server", choices=("test", "serve"), default="test",
+                   help="--smoke: textprop's test server, or textprop serve's HTTP layer in "
+                        "front of a scripted engine")
     args = p.parse_args(argv)
     if args.table:
         print(table(load_results(args.out), args.budget))

@@ -97,11 +97,15 @@ VENVS = [ROOT / "bench/.venv-gepa/bin/python", ROOT / "bench/.venv-textgrad/bin/
                     reason="needs bench/setup-gepa and bench/setup-textgrad")
 @pytest.mark.skipif(not (b4.DATA / "bbh/bbh/object_counting.json").exists(),
                     reason="needs the shared BBH data")
-def test_smoke_runs_every_framework_and_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", ["test", "serve"])
+def test_smoke_runs_every_framework_and_resumes(tmp_path: Path, server: str) -> None:
+    """Against the test server, and against `textprop serve`'s HTTP layer (the real runs'
+    server) in front of a scripted engine: every framework's requests pass it."""
     out = tmp_path / "b4.json"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench/b4_quality.py"), "--smoke", "--tasks",
-         "object_counting", "--out", str(out), "--runs", str(tmp_path / "runs")],
+        [sys.executable, str(ROOT / "bench/b4_quality.py"), "--smoke", "--smoke-server",
+         server, "--tasks", "object_counting", "--out", str(out), "--runs",
+         str(tmp_path / "runs")],
         capture_output=True, text=True, timeout=600,
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert done.returncode == 0, done.stderr[-3000:]
