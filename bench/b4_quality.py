@@ -289,6 +289,11 @@ def textgrad_schedule(budget: int, val: int, train: int) -> dict[str, int]:
             "metric_calls": val + epochs * steps * (MINIBATCH + val)}
 
 
+def tgd_epochs(budget: int, train: int) -> int:
+    """Epochs enough for tgd to spend `budget` even if it never validated."""
+    return min(1000, math.ceil(budget / MINIBATCH / max(1, train // MINIBATCH)) + 1)
+
+
 def textprop_config(framework: str, data: dict, args, seed: int, task_url: str,
                     writer_url: str, models: dict[str, str]) -> str:
     source = (f'gsm8k = "{data["path"]}"' if data["kind"] == "gsm8k"
@@ -297,8 +302,7 @@ def textprop_config(framework: str, data: dict, args, seed: int, task_url: str,
         search = (f'[strategy]\nkind = "pareto"\nminibatch = {MINIBATCH}\nchildren = 1\n'
                   f'parallel = 2\nholdout = 0.25\nfinal_candidates = 3\n')
     else:  # tgd: epochs enough to spend the budget; the budget ends the run
-        epochs = min(1000, math.ceil(args.max_metric_calls / MINIBATCH
-                                     / max(1, len(data["train"]) // MINIBATCH)) + 1)
+        epochs = tgd_epochs(args.max_metric_calls, len(data["train"]))
         search = (f'[trainer]\nepochs = {epochs}\nbatch_size = {MINIBATCH}\n'
                   f'acceptance = "non_decrease"\n')
     return f"""[run]
@@ -864,6 +868,28 @@ def _scratch() -> Path:
 
 
 # --- main ------------------------------------------------------------------------------------
+def plan(args) -> str:
+    """What each cell will run, with no call: sizes, the budget and each framework's share."""
+    lines = []
+    for task in args.tasks:
+        data = load_task(task, args.val, args.test)
+        tg = textgrad_schedule(args.max_metric_calls, args.val, len(data["train"]))
+        epochs = tgd_epochs(args.max_metric_calls, len(data["train"]))
+        lines += [
+            f"{task}: train {len(data['train'])}, val {len(data['val'])}, test "
+            f"{len(data['test'])}, metric {data['metric']}, budget M = {args.max_metric_calls}"
+            " task-model runs (validation included, test not)",
+            f"  pareto, tgd: [budget] max_metric_calls = {args.max_metric_calls} (tgd: up to "
+            f"{epochs} epochs of batch {MINIBATCH}; the budget ends the run)",
+            f"  gepa, gepa-merge: max_metric_calls = {args.max_metric_calls} (its last "
+            f"iteration may pass it by up to {2 * MINIBATCH + args.val})",
+            f"  textgrad: {tg['epochs']} epoch(s) x {tg['steps']} steps = {tg['total_steps']} "
+            f"steps: {args.val} + {tg['total_steps']} x ({MINIBATCH} + {args.val}) = "
+            f"{tg['metric_calls']} runs",
+            f"  test: {len(data['test'])} runs per distinct final prompt (the harness)"]
+    return "\n".join(lines)
+
+
 def run_all(args, out: Path) -> None:
     args.runs.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen] = []
@@ -977,6 +1003,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=Path, default=RUNS, help="work folders of the cells")
     p.add_argument("--table", action="store_true", help="print the B4 table and exit")
     p.add_argument("--budget", type=int, default=None, help="--table: only this budget")
+    p.add_argument("--plan", action="store_true",
+                   help="print each framework's share of the budget per task and exit")
     p.add_argument("--smoke", action="store_true",
                    help="every framework, seed 0, tiny sizes, against scripted servers; "
                         "checks the results file and the resume")
@@ -986,6 +1014,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.table:
         print(table(load_results(args.out), args.budget))
+        return 0
+    if args.plan:
+        print(plan(args))
         return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("b4: stopped by SIGTERM"))
     if args.smoke:
