@@ -615,7 +615,7 @@ def summarize(results: dict, budget: int | None = None) -> dict[str, Any]:
                     acc[k] += u.get(k, 0) / len(every)
         row["usage_mean"] = roles
         row["metric_calls_mean"] = _mean([c.get("metric_calls") for c in every])
-        row["wall_s_mean"] = _mean([c.get("wall_s") for c in every])
+        row["wall_s_mean"] = _mean([c.get("optimize_wall_s") for c in every])
         row["cpu_s_mean"] = _mean([(c.get("cpu_framework_s") or 0) + (c.get("cpu_harness_s")
                                    or 0) + sum(v or 0 for v in (c.get("cpu_servers_s") or {})
                                                .values()) for c in every])
@@ -642,8 +642,8 @@ def table(results: dict, budget: int | None = None) -> str:
     s = summarize(results, budget)
     lines = ["| task | framework | budget | seeds ok / failed | test: start -> final (mean) | "
              "gain, 95 % interval | per seed final | metric calls | calls task / feedback / "
-             "rewrite | tokens in / out: task | tokens in / out: writer | wall / cell | "
-             "CPU / cell |",
+             "rewrite | tokens in / out: task | tokens in / out: writer | optimize wall / cell "
+             "| CPU / cell |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in s["rows"]:
         u = r["usage_mean"]
@@ -674,8 +674,8 @@ def table(results: dict, budget: int | None = None) -> str:
             f"{cpu} |")
     lines += ["", "Per cell:", "",
               "| task | framework | seed | status | test: start -> final | val: start -> best | "
-              "metric calls | calls task / feedback / rewrite | tokens in / out | wall | CPU: "
-              "framework + harness + servers |",
+              "metric calls | calls task / feedback / rewrite | tokens in / out | wall: optimize + "
+              "test | CPU: framework + harness + servers |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c in sorted((c for c in results["cells"].values()
                      if budget is None or c["budget"] == budget),
@@ -698,7 +698,8 @@ def table(results: dict, budget: int | None = None) -> str:
         lines.append(
             f"| {c['task']} | {c['framework']} | {c['seed']} | {status} | {test} | {val} | "
             f"{c.get('metric_calls') if c.get('metric_calls') is not None else '-'} | {roles} | "
-            f"{tin:,.0f} / {tout:,.0f} | {c['wall_s'] / 60:.1f} min | "
+            f"{tin:,.0f} / {tout:,.0f} | {c.get('optimize_wall_s', 0) / 60:.1f} + "
+            f"{(c['wall_s'] - c.get('optimize_wall_s', 0)) / 60:.1f} min | "
             f"{c.get('cpu_framework_s', 0):.0f} + {c.get('cpu_harness_s', 0):.0f} + "
             f"{servers:.0f} s |")
     lines += ["", "Paired, same test examples and seeds (exact two-sided sign test on the "
