@@ -891,12 +891,47 @@ def plan(args) -> str:
     return "\n".join(lines)
 
 
+def cells_to_run(args, out: Path) -> list[tuple[str, int, str, str]]:
+    """(task, seed, framework, key) of the cells not recorded yet (or failed, with
+    --retry-failed), in the order they run: task, then seed, then framework."""
+    recorded = load_results(out)["cells"]
+    todo = []
+    for task in args.tasks:
+        for seed in args.seeds:
+            for framework in args.frameworks:
+                key = cell_key(task, framework, seed, args.max_metric_calls)
+                old = recorded.get(key)
+                if old is not None and (old["status"] == "ok" or not args.retry_failed):
+                    print(f"skip {key} ({old['status']})", file=sys.stderr)
+                    continue
+                todo.append((task, seed, framework, key))
+    return todo
+
+
+def port_is_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def run_all(args, out: Path) -> None:
     args.runs.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen] = []
     servers: dict[str, Any] = {"pids": {}}
+    todo = cells_to_run(args, out)
+    if not todo:
+        return
     try:
         if args.start_servers:
+            for port in (args.task_port, args.writer_port):
+                if not port_is_free(port):
+                    raise SystemExit(f"b4: port {port} is in use; choose --task-port / "
+                                     "--writer-port, or pass --task-url / --writer-url")
             log_dir = Path(tempfile.mkdtemp(prefix="b4-servers-", dir=_scratch()))
             for role, model, port in (("task", args.task_model_spec, args.task_port),
                                       ("writer", args.writer_model_spec, args.writer_port)):
@@ -929,21 +964,12 @@ def run_all(args, out: Path) -> None:
 
         update_results(out, meta)
         for task in args.tasks:
-            data = load_task(task, args.val, args.test)
-            todo = []
-            recorded = load_results(out)["cells"]
-            for seed in args.seeds:
-                for framework in args.frameworks:
-                    key = cell_key(task, framework, seed, args.max_metric_calls)
-                    old = recorded.get(key)
-                    if old is not None and (old["status"] == "ok" or not args.retry_failed):
-                        print(f"skip {key} ({old['status']})", file=sys.stderr)
-                        continue
-                    todo.append((seed, framework, key))
-            if not todo:
+            mine = [(seed, framework, key) for t, seed, framework, key in todo if t == task]
+            if not mine:
                 continue
+            data = load_task(task, args.val, args.test)
             ensure_start(task, data, args, servers, out)
-            for seed, framework, key in todo:
+            for seed, framework, key in mine:
                 print(f"{time.strftime('%H:%M:%S')} {key} ...", file=sys.stderr, flush=True)
                 cell = run_cell(task, framework, seed, data, args, servers, out)
                 update_results(out, lambda r, key=key, cell=cell: r["cells"]
