@@ -13,6 +13,11 @@ engine's default of 2000 applies unless it is set here).
 
     python bench/tg_protocol.py --base-url http://127.0.0.1:8123/v1 --bbh PATH --out R.json
 
+B4 (bench/b4_quality.py) adds two options, off by default: `--backward-base-url` (and
+`--backward-model`, `--backward-max-tokens`) sends feedback and rewrites to a second server
+(the task model answers, a larger model writes feedback), and `--no-test` skips both test
+evaluations (B4's harness scores the final prompt itself); the final prompt is in the JSON.
+
 Run it with cwd in a scratch folder: `import textgrad` writes ./logs. The engine's disk cache
 goes under $XDG_CACHE_HOME/textgrad: point it at a fresh folder for a cold run.
 """
@@ -167,6 +172,13 @@ def main() -> int:
     p.add_argument("--max-tokens", type=int, default=None)
     p.add_argument("--max-calls", type=int, default=None)
     p.add_argument("--timeout", type=float, default=None)
+    p.add_argument("--backward-base-url", default=None,
+                   help="a second server for feedback and rewrites (default: --base-url)")
+    p.add_argument("--backward-model", default=None, help="default: --model")
+    p.add_argument("--backward-max-tokens", type=int, default=None,
+                   help="default: --max-tokens")
+    p.add_argument("--no-test", action="store_true",
+                   help="no test evaluation at the start or the end (B4 scores it itself)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
 
@@ -214,19 +226,27 @@ def main() -> int:
         results["validation_acc"].append(val_performance)
         return accepted
 
-    engine = None
+    engine = backward = None
     try:
         set_seed(args.seed)
         client = OpenAI(base_url=args.base_url, api_key="not-needed",
                         **({"timeout": args.timeout} if args.timeout else {}))
         engine = Counted(client=client, model_string=args.model, max_tokens=args.max_tokens,
                          max_calls=args.max_calls)
-        tg.set_backward_engine(engine, override=True)
+        backward = engine
+        if args.backward_base_url:  # B4: the task model answers, a second model writes
+            backward = Counted(
+                client=OpenAI(base_url=args.backward_base_url, api_key="not-needed",
+                              **({"timeout": args.timeout} if args.timeout else {})),
+                model_string=args.backward_model or args.model,
+                max_tokens=args.backward_max_tokens or args.max_tokens,
+                max_calls=args.max_calls)
+        tg.set_backward_engine(backward, override=True)
         if args.bbh:
             root = Path(os.environ.get("TG_DATA_ROOT", "tg-data"))
             task = prepare_bbh(args.bbh, root)
             train_set, val_set, test_set, eval_fn = load_task(
-                f"BBH_{task}", evaluation_api=engine, root=str(root))
+                f"BBH_{task}", evaluation_api=backward, root=str(root))
             start_prompt = train_set.get_task_description()
         else:
             train_set, val_set, test_set, eval_fn, start_prompt = load_gsm8k(args.gsm8k)
@@ -239,15 +259,16 @@ def main() -> int:
             role_description="structured system prompt to a somewhat capable language model "
                              "that specifies the behavior and strategies for the QA task")
         model = tg.BlackboxLLM(engine, system_prompt)
-        optimizer = tg.TextualGradientDescent(engine=engine, parameters=[system_prompt])
+        optimizer = tg.TextualGradientDescent(engine=backward, parameters=[system_prompt])
 
         results = {"test_acc": [], "prompt": [], "validation_acc": []}
-        results["test_acc"].append(eval_dataset(test_set, eval_fn, model))
+        if not args.no_test:
+            results["test_acc"].append(eval_dataset(test_set, eval_fn, model))
+            result["baseline_test"] = float(np.mean(results["test_acc"][0]))
         results["validation_acc"].append(eval_dataset(val_set, eval_fn, model))
         results["prompt"].append(system_prompt.get_value())
-        result["baseline_test"] = float(np.mean(results["test_acc"][0]))
         result["baseline_val"] = float(np.mean(results["validation_acc"][0]))
-        print(f"baseline test {result['baseline_test']:.3f} val {result['baseline_val']:.3f}",
+        print(f"baseline test {result.get('baseline_test')} val {result['baseline_val']:.3f}",
               flush=True)
 
         for epoch in range(args.epochs):
@@ -284,10 +305,11 @@ def main() -> int:
                       f" val {results['validation_acc'][-1]:.3f}", flush=True)
                 if steps == args.steps - 1:
                     break
-        result["final_test"] = float(np.mean(eval_dataset(test_set, eval_fn, model)))
+        if not args.no_test:
+            result["final_test"] = float(np.mean(eval_dataset(test_set, eval_fn, model)))
+            print(f"final test {result['final_test']:.3f}", flush=True)
         result["final_prompt"] = system_prompt.get_value()
         result["best_val"] = float(results["validation_acc"][-1])
-        print(f"final test {result['final_test']:.3f}", flush=True)
     except (Exception, Killed) as error:  # an exception that ends the run is a failure
         result["failure"] = f"{type(error).__name__}: {error}"
         result["traceback"] = traceback.format_exc()
@@ -297,6 +319,11 @@ def main() -> int:
         result["calls"] = dict(engine.counts)
         result["tokens"] = dict(engine.tokens)
         result["generate_calls"] = engine.requested
+    if backward is not None and backward is not engine:
+        result["calls"] = {k: v + backward.counts[k] for k, v in engine.counts.items()}
+        result["tokens"] = {k: v + backward.tokens[k] for k, v in engine.tokens.items()}
+        result["generate_calls"] += backward.requested
+        result["forward_engine_calls"] = dict(engine.counts)
     args.out.write_text(json.dumps(result, indent=1))
     return 1 if result["failure"] else 0
 

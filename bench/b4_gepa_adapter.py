@@ -1,0 +1,149 @@
+"""GEPA 0.1.4 on B4's pipeline: run in bench/.venv-gepa by bench/b4_quality.py, never by textprop.
+
+    bench/.venv-gepa/bin/python bench/b4_gepa_adapter.py SPEC.json OUT.json
+
+with PYTHONPATH=src, so the metric is textprop's own (`textprop.metrics`, which imports
+nothing outside the standard library). SPEC gives the servers, the starting prompt, the user
+template, the metric, the train and validation rows, `max_metric_calls`, the seed, `use_merge`,
+max_tokens and the workers.
+
+`gepa.optimize` is called through its public API with GEPA's defaults (Pareto candidate
+selection, reflection minibatch 3, round-robin components, strict-improvement acceptance,
+full validation evaluation, merge off unless asked) and our `B4Adapter`, because GEPA's
+`DefaultAdapter` scores by substring containment: this one runs exactly B4's pipeline (system
+= the candidate's `system_prompt`, user = the template filled with the question, temperature
+0, the task model's max_tokens) and scores with B4's metric, and its reflective dataset is
+the DefaultAdapter's ({"Inputs", "Generated Outputs", "Feedback"}) with the metric's verdict
+as feedback. `reflection_lm` is a plain callable on the feedback server (temperature 0).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+T0 = time.perf_counter()
+import gepa  # noqa: E402
+from gepa.core.adapter import EvaluationBatch  # noqa: E402
+from openai import OpenAI  # noqa: E402
+
+from textprop.metrics.numeric import numeric_match  # noqa: E402
+from textprop.metrics.text import exact_match  # noqa: E402
+
+IMPORT_S = time.perf_counter() - T0
+METRICS = {"exact_match": exact_match, "numeric": numeric_match}
+
+
+class B4Adapter:
+    """B4's one-prompt pipeline and metric as a GEPAAdapter (gepa/core/adapter.py)."""
+
+    propose_new_texts = None  # GEPA's default reflective proposer
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.client = OpenAI(base_url=spec["task_url"], api_key="not-needed",
+                             timeout=spec.get("timeout", 900), max_retries=2)
+        self.model = spec["task_model"]
+        self.template = spec.get("template", "{input}")
+        self.max_tokens = spec["max_tokens"]
+        self.metric = METRICS[spec["metric"]]
+        self.workers = spec.get("workers", 1)
+        self.calls = 0
+
+    def _answer(self, system: str, row: dict) -> str:
+        reply = self.client.chat.completions.create(
+            model=self.model, temperature=0.0, max_tokens=self.max_tokens,
+            messages=[{"role": "system", "content": system},
+                      {"role": "user", "content": self.template.format(input=row["input"])}])
+        self.calls += 1
+        return reply.choices[0].message.content or ""
+
+    def evaluate(self, batch: list[dict], candidate: dict[str, str],
+                 capture_traces: bool = False) -> EvaluationBatch:
+        system = candidate["system_prompt"]
+        with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(batch)))) as pool:
+            replies = list(pool.map(lambda row: self._answer(system, row), batch))
+        scores, trajectories = [], []
+        for row, reply in zip(batch, replies, strict=True):
+            result = self.metric(reply, row["target"])
+            scores.append(float(result.score))
+            if result.score >= 1:
+                feedback = f"The generated response is correct ({result.explanation})."
+            else:
+                feedback = (f"The generated response is incorrect ({result.explanation}). "
+                            f"The correct answer is '{row['target']}'.")
+            trajectories.append({"data": row, "full_assistant_response": reply,
+                                 "feedback": feedback})
+        return EvaluationBatch(outputs=[{"full_assistant_response": r} for r in replies],
+                               scores=scores,
+                               trajectories=trajectories if capture_traces else None)
+
+    def make_reflective_dataset(self, candidate, eval_batch, components_to_update):
+        items = [{"Inputs": t["data"]["input"], "Generated Outputs": t["full_assistant_response"],
+                  "Feedback": t["feedback"]} for t in eval_batch.trajectories or []]
+        if not items:
+            raise RuntimeError("no trajectories to reflect on")
+        return {name: items for name in components_to_update}
+
+
+def reflection_lm(spec: dict[str, Any]):
+    client = OpenAI(base_url=spec["reflection_url"], api_key="not-needed",
+                    timeout=spec.get("timeout", 900), max_retries=2)
+    calls = {"n": 0}
+
+    def call(prompt: str | list[dict[str, Any]]) -> str:
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        reply = client.chat.completions.create(
+            model=spec["reflection_model"], messages=messages, temperature=0.0,
+            max_tokens=spec["reflection_max_tokens"])
+        calls["n"] += 1
+        return reply.choices[0].message.content or ""
+
+    return call, calls
+
+
+def main() -> int:
+    spec_path, out_path = Path(sys.argv[1]), Path(sys.argv[2])
+    spec = json.loads(spec_path.read_text())
+    started = time.perf_counter()
+    result: dict[str, Any] = {"framework": "gepa", "version": getattr(gepa, "__version__", None),
+                              "import_s": IMPORT_S, "failure": None}
+    adapter = B4Adapter(spec)
+    lm, lm_calls = reflection_lm(spec)
+    try:
+        run = gepa.optimize(
+            seed_candidate={"system_prompt": spec["system_prompt"]},
+            trainset=spec["train"], valset=spec["val"], adapter=adapter, reflection_lm=lm,
+            reflection_minibatch_size=spec.get("minibatch", 3),
+            use_merge=bool(spec.get("use_merge")),
+            max_metric_calls=spec["max_metric_calls"], seed=spec["seed"],
+            run_dir=spec.get("run_dir"), display_progress_bar=False,
+            raise_on_exception=True)
+        best = run.best_idx
+        result |= {
+            "final_prompt": run.candidates[best]["system_prompt"],
+            "best_val": run.val_aggregate_scores[best],
+            "baseline_val": run.val_aggregate_scores[0],
+            "candidates": len(run.candidates),
+            "val_scores": run.val_aggregate_scores,
+            "parents": run.parents,
+            "metric_calls": run.total_metric_calls,
+            "full_val_evals": run.num_full_val_evals,
+        }
+    except Exception as error:  # an exception that ends the run is a failure
+        result["failure"] = f"{type(error).__name__}: {error}"
+        result["traceback"] = traceback.format_exc()
+        print(result["traceback"], file=sys.stderr)
+    result["task_calls"] = adapter.calls
+    result["reflection_calls"] = lm_calls["n"]
+    result["loop_s"] = time.perf_counter() - started
+    out_path.write_text(json.dumps(result, indent=1))
+    return 1 if result["failure"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

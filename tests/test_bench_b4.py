@@ -1,0 +1,170 @@
+"""Benchmark B4's harness (bench/b4_quality.py): its counting proxy, its budget arithmetic and
+statistics, and (when bench/.venv-gepa and bench/.venv-textgrad exist) its `--smoke` run of
+every framework against the scripted test server, resume included. No model is loaded."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+from textprop.testing.server import TestServer
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+import b4_quality as b4  # noqa: E402
+from b4_proxy import CountingProxy, classify  # noqa: E402
+
+
+def test_the_proxy_counts_calls_and_usage_tokens_by_role() -> None:
+    with TestServer(reply="four words in reply") as server, \
+            CountingProxy(server.base_url) as proxy:
+        client = OpenAI(base_url=proxy.base_url, api_key="x", max_retries=0)
+        client.chat.completions.create(model="m", messages=[
+            {"role": "system", "content": "You are part of an optimization system. You are "
+                                          "the gradient (feedback) engine."},
+            {"role": "user", "content": "give feedback"}])
+        client.chat.completions.create(model="m", messages=[
+            {"role": "user", "content": "I provided an assistant with the following "
+                                        "instructions to perform a task"}])
+        assert client.models.list().data  # GET is forwarded, not counted
+        server.inject("400")
+        with pytest.raises(Exception):  # noqa: B017 - the SDK's error class varies
+            client.chat.completions.create(model="m", messages=[
+                {"role": "user", "content": "hello"}])
+    usage = proxy.summary()
+    assert usage["feedback"]["calls"] == 1 and usage["reflection"]["calls"] == 1
+    assert usage["feedback"]["completion_tokens"] == 4
+    assert usage["feedback"]["prompt_tokens"] > 0
+    assert usage["other"] == {**usage["other"], "calls": 1, "failed": 1}
+    assert sum(u["calls"] for u in usage.values()) == 3
+
+
+def test_classify_knows_every_frameworks_writer_calls() -> None:
+    def body(text: str) -> dict:
+        return {"messages": [{"role": "system", "content": text}]}
+
+    assert classify(body("You are part of an optimization system that improves text")) == \
+        "rewrite"
+    assert classify(body("... condense several pieces of feedback ...")) == "reduce"
+    assert classify({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "I provided an assistant with the following instructions"}]}]}) \
+        == "reflection"
+
+
+def test_textgrad_steps_match_the_budget() -> None:
+    plan = b4.textgrad_schedule(300, 30, 50)
+    assert plan == {"epochs": 1, "steps": 8, "total_steps": 8, "metric_calls": 294}
+    assert b4.textgrad_schedule(300, 30, 50)["metric_calls"] <= 300
+    many = b4.textgrad_schedule(1000, 10, 50)  # 76 steps: 5 epochs of 15, whole batches
+    assert many["epochs"] * many["steps"] == many["total_steps"] <= 76
+    assert many["steps"] <= 16 and many["metric_calls"] <= 1000
+    assert b4.textgrad_schedule(30, 30, 50)["total_steps"] == 0
+
+
+def test_sign_test_and_paired_comparison() -> None:
+    assert b4.sign_test(0, 0) == 1.0
+    assert b4.sign_test(0, 7) == pytest.approx(2 / 128)
+    assert b4.sign_test(3, 3) == 1.0
+    a = [{"seed": 0, "final_test_per_example": {"x": 1.0, "y": 1.0, "z": 0.0}},
+         {"seed": 1, "final_test_per_example": {"x": 1.0, "y": 0.0, "z": 0.0}}]
+    b = [{"seed": 0, "final_test_per_example": {"x": 0.0, "y": 1.0, "z": 0.0}},
+         {"seed": 2, "final_test_per_example": {"x": 0.0, "y": 0.0, "z": 0.0}}]
+    result = b4.paired(a, b)  # seed 0 only: the seeds both have
+    assert result == {"seeds": 1, "pairs": 3, "better": 1, "worse": 0,
+                      "difference": pytest.approx(1 / 3), "p": 1.0}
+
+
+def test_bootstrap_gain_over_examples_and_seeds() -> None:
+    start = {str(i): 0.0 for i in range(20)}
+    cells = [{"final_test_per_example": {str(i): float(i < 10) for i in range(20)}}
+             for _ in range(3)]
+    mean, low, high = b4.bootstrap_gain(cells, start)
+    assert mean == 0.5 and 0.2 < low < 0.5 < high < 0.8
+    same = [{"final_test_per_example": dict(start)}]
+    assert b4.bootstrap_gain(same, start) == (0.0, 0.0, 0.0)
+
+
+VENVS = [ROOT / "bench/.venv-gepa/bin/python", ROOT / "bench/.venv-textgrad/bin/python"]
+
+
+@pytest.mark.skipif(not all(p.exists() for p in VENVS),
+                    reason="needs bench/setup-gepa and bench/setup-textgrad")
+@pytest.mark.skipif(not (b4.DATA / "bbh/bbh/object_counting.json").exists(),
+                    reason="needs the shared BBH data")
+@pytest.mark.parametrize("server", ["test", "serve"])
+def test_smoke_runs_every_framework_and_resumes(tmp_path: Path, server: str) -> None:
+    """Against the test server, and against `textprop serve`'s HTTP layer (the real runs'
+    server) in front of a scripted engine: every framework's requests pass it."""
+    out = tmp_path / "b4.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench/b4_quality.py"), "--smoke", "--smoke-server",
+         server, "--tasks", "object_counting", "--out", str(out), "--runs",
+         str(tmp_path / "runs")],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert set(results["cells"]) == {f"object_counting/{f}/seed0/mmc40" for f in b4.FRAMEWORKS}
+    for cell in results["cells"].values():
+        assert cell["status"] == "ok", cell.get("error")
+        assert len(cell["final_test_per_example"]) == cell["test_n"] == 8
+        assert cell["usage_by_role"]["task"]["calls"] > 0
+        assert cell["usage_by_role"]["rewrite"]["calls"] > 0
+    assert "skip object_counting/gepa/seed0/mmc40 (ok)" in done.stderr
+    assert results["starts"]["object_counting"]["n"] == 8
+
+
+def test_start_server_waits_for_the_model_list(tmp_path: Path) -> None:
+    """--start-servers' wait and stop, with the test server standing in for `textprop serve`
+    (which would load a model)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert b4.serve_command("local:1.5b", 8782, None)[-4:] == ["--model", "local:1.5b",
+                                                               "--port", "8782"]
+    cmd = [sys.executable, "-m", "textprop.testing.server", "--port", str(port), "--model",
+           "served-model"]
+    proc, url = b4.start_server(cmd, port, tmp_path / "server.log", wait_s=60)
+    try:
+        assert b4.model_id(url) == "served-model"
+        assert b4.proc_cpu_s(proc.pid) is not None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.skipif(not (b4.DATA / "bbh/bbh/object_counting.json").exists(),
+                    reason="needs the shared BBH data")
+def test_a_run_that_fails_is_a_recorded_cell_and_is_skipped_on_resume(tmp_path: Path) -> None:
+    data = b4.load_task("object_counting", 6, 8)
+    targets = {r["input"].strip(): r["target"] for split in ("train", "val", "test")
+               for r in data[split]}
+    task_reply, _ = b4.smoke_replies(targets)
+    out = tmp_path / "b4.json"
+    argv = ["--tasks", "object_counting", "--frameworks", "tgd", "--seeds", "0", "--val", "6",
+            "--test", "8", "--max-metric-calls", "40", "--max-tokens", "64",
+            "--writer-max-tokens", "64", "--workers", "2", "--deadline-min", "5",
+            "--out", str(out), "--runs", str(tmp_path / "runs")]
+    with TestServer(reply=task_reply) as task, TestServer(reply="feedback") as writer:
+        writer.inject(*["400"] * 50)  # every feedback call is refused: textprop's run ends
+        urls = ["--task-url", task.base_url, "--writer-url", writer.base_url]
+        assert b4.main(argv + urls) == 0
+        cell = json.loads(out.read_text())["cells"]["object_counting/tgd/seed0/mmc40"]
+        assert cell["status"] == "failed" and "textprop optimize exited 1" in cell["error"]
+        assert cell["usage_by_role"]["feedback"]["failed"] >= 1
+        assert "failed" in b4.table(json.loads(out.read_text()))
+        sent = len(task.requests)
+        assert b4.main(argv + urls) == 0  # resume: the failed cell is a result, not rerun
+        assert len(task.requests) == sent  # nothing to run: no server is asked
+        writer.reset()
+        assert b4.main(argv + urls + ["--retry-failed"]) == 0
+    cell = json.loads(out.read_text())["cells"]["object_counting/tgd/seed0/mmc40"]
+    assert cell["status"] == "ok" and cell["test_n"] == 8
