@@ -157,3 +157,26 @@ def test_a_prompt_longer_than_the_context_is_a_request_error(engine: LocalEngine
 
     with pytest.raises(EngineRequestError, match="exceed context window"):
         engine.complete(Request.chat("word " * 5000, max_tokens=4))
+
+
+def test_calls_that_finish_at_different_steps_free_their_slots_for_the_waiting_ones() -> None:
+    """More calls than slots, each with its own length: a call joining takes a slot a
+    finished one left anywhere in the batch, never one still running (every call answers,
+    each at most its own max_tokens)."""
+    require_local_model()
+    engine = LocalEngine(n_parallel=3)
+    try:
+        requests = [Request.chat(q, system_prompt=SYSTEM, max_tokens=2 + (i * 5) % 11)
+                    for i, q in enumerate(QUESTIONS[:9])]
+
+        async def main() -> list[Completion]:
+            return await asyncio.wait_for(
+                asyncio.gather(*(engine.acomplete(r) for r in requests)), timeout=120)
+
+        completions = asyncio.run(main())
+        assert engine._decoder.max_in_flight == 3
+    finally:
+        engine.close()
+    for request, completion in zip(requests, completions, strict=True):
+        assert completion.text
+        assert 0 < completion.usage.output_tokens <= request.max_tokens

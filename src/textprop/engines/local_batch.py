@@ -15,23 +15,25 @@ Determinism: an answer can depend on its batch-mates. llama.cpp's CPU kernels ta
 paths for different batch shapes (the repacked Q4_K matmul runs rows in groups of four
 through a GEMM and the rest through a GEMV; flash attention switches to a split-KV reduction
 for a lone sequence over 512+ cells), so a row's rounding depends on how many rows share its
-step. Measured on 16 greedy requests with plain shapes: 4 answers changed between "one at a
-time" and "all together". `stable_shapes=True` (the default) removes the dependences found
-so far, and still 3 of 12 answers changed (tests/integration/test_local_batch.py), so this
-decoder is not byte-for-byte deterministic; `LocalEngine(n_parallel=1)` is. What it does:
+step. Measured on 16 greedy requests: 4 answers changed between "one at a time" and "all
+together". So this decoder is not byte-for-byte deterministic; `LocalEngine(n_parallel=1)`
+is, and stays the default.
+
+`stable_shapes=True` (opt-in) removes the dependences found so far and still 3 of 12 answers
+changed (tests/integration/test_local_batch.py), at twice the cost: measured on this 2-core
+machine, 8 sequences in flight made 15-21 generated tokens/s with it against 30-36 without,
+and one sequence alone 6 against 12 (padding a lone row to four is not free). What it does:
 
 * every sequence has its own KV stream (`kv_unified=False`), so its cells sit at the same
   indices whatever else runs;
 * prompts are prefilled on their own (the shared head, then the tail), never mixed with other
-  sequences' tokens, so their batch shapes depend on the prompt only;
+  sequences' tokens, so their batch shapes depend on the prompt only (also without it);
 * running sequences always hold the lowest sequence ids (a finished one's place is taken by
   the last, its KV stream copied over): llama.cpp splits a multi-stream batch into one
   micro-batch per run of consecutive ids, so gaps would split a step into smaller ones;
 * every decode step is padded with one-token rows of free slots to a multiple of four rows
   (at least four), all with logits, so every row of every step takes the GEMM path and
   attention never takes the lone-sequence path.
-
-Padding costs little: a decode step is bound by reading the weights, not by its rows.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ class BatchDecoder:
 
     def __init__(self, llama: Any, *, n_parallel: int, n_ctx: int, n_threads: int,
                  n_batch: int = 512, share_prefix: bool = True, n_prefixes: int = 4,
-                 stable_shapes: bool = True) -> None:
+                 stable_shapes: bool = False) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
@@ -165,7 +167,7 @@ class BatchDecoder:
     # -- the loop
 
     def _run(self) -> None:
-        slots: dict[int, _Slot] = {}  # by sequence id, always 0..len-1 (see _compact)
+        slots: dict[int, _Slot] = {}  # by sequence id (0..len-1 with stable shapes)
         stopping = False
         while True:
             # Admit waiting jobs into free slots; block only when nothing is running.
@@ -178,7 +180,9 @@ class BatchDecoder:
                     stopping = True
                     break
                 if job.future.set_running_or_notify_cancel():
-                    seq = len(slots)
+                    # The lowest free id: with stable shapes the running ones are 0..n-1
+                    # (see _compact), else a finished sequence leaves a gap anywhere.
+                    seq = next(i for i in range(self.n_slots) if i not in slots)
                     slot = self._start(job, seq)
                     if slot is None or self._settle(slot):
                         self._release(seq)
