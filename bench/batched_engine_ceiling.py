@@ -69,6 +69,8 @@ def main() -> None:
 
     from textprop.engines.local import ensure_model
 
+    quiet = llama_cpp.llama_log_callback(lambda level, text, data: None)
+    llama_cpp.llama_log_set(quiet, None)  # llama.cpp's load log would bury the figures
     llama_cpp.llama_backend_init()
     model = llama_cpp.llama_model_load_from_file(str(ensure_model("0.5b")).encode(),
                                                  llama_cpp.llama_model_default_params())
