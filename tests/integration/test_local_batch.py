@@ -171,7 +171,7 @@ def test_calls_that_finish_at_different_steps_free_their_slots_for_the_waiting_o
 
         async def main() -> list[Completion]:
             return await asyncio.wait_for(
-                asyncio.gather(*(engine.acomplete(r) for r in requests)), timeout=120)
+                asyncio.gather(*(engine.acomplete(r) for r in requests)), timeout=600)
 
         completions = asyncio.run(main())
         assert engine._decoder.max_in_flight == 3
