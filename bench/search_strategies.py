@@ -108,6 +108,16 @@ ROLES = {
                "is reused for every expression",
 }
 
+PARETO = """
+[strategy]
+kind = "pareto"
+minibatch = 3
+children = 1
+parallel = 2
+holdout = 0.25
+final_candidates = 3
+"""
+
 STRATEGIES = {
     "tgd": """
 [trainer]
@@ -115,27 +125,11 @@ epochs = 20
 batch_size = 3
 acceptance = "non_decrease"
 """,
-    "pareto": """
-[strategy]
-kind = "pareto"
-minibatch = 3
-children = 1
-parallel = 2
-holdout = 0.25
-final_candidates = 3
-""",
+    "pareto": PARETO,
     # pareto with a demonstrations parameter (issue 10): up to 4 pairs, bootstrapped from
     # training examples answered right and from the training labels (both tasks' labels are
     # exactly the output the metric accepts).
-    "pareto-demos": """
-[strategy]
-kind = "pareto"
-minibatch = 3
-children = 1
-parallel = 2
-holdout = 0.25
-final_candidates = 3
-demos = 4
+    "pareto-demos": PARETO + """demos = 4
 demo_field = "target"
 """,
 }
