@@ -8,8 +8,6 @@ structure from it.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -20,6 +18,8 @@ import pytest
 from textprop.ledger import CandidateRow, EvaluationRow, Ledger, LossRow, Revision, StepRecord
 from textprop.report import diff_table, line_chart, render_report, write_report
 from textprop.report.chart import Series, y_domain
+
+from .executables import require_executable
 
 T0 = 1_764_201_600.0  # 2025-11-27 00:00 UTC
 SCRIPT = "<script>alert(1)</script>"
@@ -441,23 +441,13 @@ def test_y_domain_keeps_scores_on_a_zero_to_one_axis_and_rounds_others() -> None
 
 
 # --- a real browser --------------------------------------------------------------------------
-def chromium_or_skip() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        if os.environ.get("TEXTPROP_REQUIRE_CHROMIUM") == "1":
-            pytest.fail("TEXTPROP_REQUIRE_CHROMIUM=1 but `chromium` is not on PATH")
-        pytest.skip("`chromium` is not on PATH (Debian: apt-get install chromium); "
-                    "set TEXTPROP_REQUIRE_CHROMIUM=1 to make this a failure")
-    return path
-
-
 def chromium_dom(report: Path, profile: Path) -> Node:
     """The DOM headless Chromium builds from the page (it fails on any page error)."""
     result = subprocess.run(
-        [chromium_or_skip(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={profile}", "--enable-logging=stderr",
-         "--dump-dom", report.as_uri()],
+        [require_executable("chromium"), "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+         "--enable-logging=stderr", "--dump-dom", report.as_uri()],
         capture_output=True, text=True, timeout=90)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Uncaught" not in result.stderr, result.stderr[-2000:]

@@ -3,10 +3,8 @@ test reads the pane while the run goes on and after it ends."""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -16,17 +14,8 @@ import pytest
 
 from textprop.testing.server import TestServer
 
+from ..executables import require_executable
 from ..train.fake_pipeline import server_reply, write_run_config
-
-
-def tmux_or_skip() -> str:
-    path = shutil.which("tmux")
-    if path is None:
-        if os.environ.get("TEXTPROP_REQUIRE_TMUX") == "1":
-            pytest.fail("TEXTPROP_REQUIRE_TMUX=1 but `tmux` is not on PATH")
-        pytest.skip("`tmux` is not on PATH (Debian: apt-get install tmux); set "
-                    "TEXTPROP_REQUIRE_TMUX=1 to make this a failure")
-    return path
 
 
 class Pane:
@@ -62,7 +51,7 @@ def command(config: str, *extra: str) -> str:
 
 @pytest.fixture
 def pane_factory(tmp_path):
-    tmux = tmux_or_skip()
+    tmux = require_executable("tmux")
     panes: list[Pane] = []
 
     def make(name: str, cmd: str) -> Pane:
