@@ -116,6 +116,7 @@ children = 1
 parallel = 2
 holdout = 0.25
 final_candidates = 3
+max_tried = 0
 """
 
 STRATEGIES = {

@@ -34,11 +34,14 @@ def last_user(body: dict) -> str:
 
 
 def polite_rewrites(body: dict) -> str:
-    """The optimizer only ever proposes a prompt that still gets every answer wrong."""
+    """The optimizer only ever proposes prompts that still get every answer wrong, each new:
+    "Be polite." and then "Be polite. (2)" and so on (a repeat would not be gated again)."""
     system = next((m["content"] for m in body["messages"] if m["role"] == "system"), "")
     if "optimization system that improves text" in system:
-        return json.dumps({"improved_variable": "Be polite."}) if "response_format" in body \
-            else "<IMPROVED_VARIABLE>Be polite.</IMPROVED_VARIABLE>"
+        tried = last_user(body).count("<TRIED-")
+        text = "Be polite." + (f" ({tried + 1})" if tried else "")
+        return json.dumps({"improved_variable": text}) if "response_format" in body \
+            else f"<IMPROVED_VARIABLE>{text}</IMPROVED_VARIABLE>"
     return reply(system, last_user(body), "response_format" in body)
 
 

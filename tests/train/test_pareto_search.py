@@ -15,6 +15,7 @@ from textprop.errors import ConfigError
 from textprop.ledger import Ledger
 from textprop.metrics import get_metric
 from textprop.optim import TGD
+from textprop.prompts import render
 from textprop.train.strategies import ParetoSettings, ParetoStrategy
 from textprop.train.strategies.merge import combine, find_merge
 from textprop.train.strategies.pool import Candidate, Pool
@@ -247,7 +248,8 @@ def test_max_metric_calls_stops_the_search_exactly(tmp_path):
     # per proposal at most 2 (parent) + 2 (child) + 3 (validation) = 7; baseline 3
     trainer, run_dir = two_step_run(tmp_path, engine, train=[(1, 2), (3, 4), (5, 6), (7, 8)],
                                     val=[(2, 2), (4, 4), (6, 6)], minibatch=2, parallel=1,
-                                    holdout=0, max_metric_calls=3 + 4 * 4 + 3)
+                                    holdout=0, max_metric_calls=3 + 4 * 4 + 3,
+                                    max_tried=0)  # the same rewrite gated every time
 
     result = trainer.run()
 
@@ -259,6 +261,81 @@ def test_max_metric_calls_stops_the_search_exactly(tmp_path):
     assert result.status == "budget_spent"
     assert result.metric_calls == 3 + 4 * 4 == len(planning_calls)
     assert Ledger.in_run(run_dir).meta()["final"]["metric_calls"] == 19
+
+
+def rewriting_engine(plan_rewrites: list[str], answer_rewrite: str) -> ScriptedEngine:
+    """Rewrites that never help: the plan's in the order given, then the last one forever."""
+    engine = ScriptedEngine()
+    def plan(r):
+        return r.role == "optimizer" and "planning step</ROLE>" in r.messages[1].content
+    for text in plan_rewrites[:-1]:
+        engine.on(plan, f"<IMPROVED_VARIABLE>{text}</IMPROVED_VARIABLE>", times=1)
+    engine.on(plan, f"<IMPROVED_VARIABLE>{plan_rewrites[-1]}</IMPROVED_VARIABLE>")
+    engine.on(lambda r: r.role == "optimizer",
+              f"<IMPROVED_VARIABLE>{answer_rewrite}</IMPROVED_VARIABLE>")
+    engine.on(lambda r: r.role == "backward", "Say the sum as a number.")
+    engine.on(lambda r: r.role == "forward", "I do not know.")
+    return engine
+
+
+TRIED_PLAN_SECTION = """\
+These versions of the system prompt of the planning step were already tried in place of \
+the current one and did not do better on such examples. Do not propose any of them again; \
+make a different change:
+
+<TRIED>
+<TRIED-1> Plan more. </TRIED-1>
+</TRIED>"""
+
+
+def test_a_rewrite_that_repeats_a_rejected_one_is_asked_again_and_never_gated_twice(tmp_path):
+    engine = rewriting_engine(["Plan more."], "Answer politely.")
+    # round robin: step 1 rewrites the plan, step 2 the answer, step 3 the plan again
+    trainer, run_dir = two_step_run(tmp_path, engine, train=[(1, 2), (3, 4), (5, 6), (7, 8)],
+                                    val=[(2, 2)], minibatch=2, parallel=1, max_proposals=3,
+                                    holdout=0)
+
+    result = trainer.run()
+
+    plan_updates = [r for r in engine.requests  # the first user message asks for the rewrite
+                    if r.role == "optimizer" and "planning step</ROLE>" in r.messages[1].content]
+    first, *again = plan_updates
+    assert "<TRIED>" not in first.prompt  # step 1: nothing tried yet
+    # step 3: shown the rejected rewrite; it repeats it, is asked twice more, then gives up
+    assert len(again) == 3 and TRIED_PLAN_SECTION in again[0].prompt
+    assert [r.messages[-1].content for r in again[1:]] == [render("optimizer_repeated")] * 2
+    assert all(r.temperature > 0 for r in again[1:])  # seeded sampling, not greedy repeats
+    candidates = Ledger.in_run(run_dir).candidates()
+    assert [(c.id, c.changed, c.status) for c in candidates] == [
+        (0, [], "seed"), (1, ["plan"], "rejected"), (2, ["answer"], "rejected"),
+        (3, [], "unchanged")]
+    assert candidates[3].reason == "plan: every rewrite repeated one already tried"
+    # baseline 1; steps 1 and 2: parent 2 + child 2; step 3: the parent's minibatch only
+    assert result.metric_calls == 1 + 4 + 4 + 2
+
+
+def test_a_child_equal_to_a_rejected_candidate_is_filed_as_a_duplicate_without_a_gate(tmp_path):
+    # the prompt shows only the newest rejected plan (max_tried = 1), so the writer's return
+    # to its first rewrite is caught by the values, not by the prompt
+    engine = rewriting_engine(["Plan A.", "Plan B.", "Plan A."], "Answer politely.")
+    trainer, run_dir = two_step_run(tmp_path, engine, train=[(1, 2), (3, 4), (5, 6), (7, 8)],
+                                    val=[(2, 2)], minibatch=2, parallel=1, max_proposals=5,
+                                    holdout=0, max_tried=1)
+
+    result = trainer.run()
+
+    candidates = Ledger.in_run(run_dir).candidates()
+    assert [(c.id, c.values["plan"], c.status) for c in candidates] == [
+        (0, "Make a plan.", "seed"), (1, "Plan A.", "rejected"), (2, "Make a plan.", "rejected"),
+        (3, "Plan B.", "rejected"), (4, "Make a plan.", "unchanged"),
+        (5, "Plan A.", "duplicate")]
+    assert candidates[5].reason == "the same values as candidate 1, which failed the gate"
+    step5_plan_update = [r for r in engine.requests if r.role == "optimizer"
+                         and "planning step</ROLE>" in r.prompt][-1]
+    assert "<TRIED-1> Plan B. </TRIED-1>" in step5_plan_update.prompt
+    assert "Plan A." not in step5_plan_update.prompt.split("<TRIED>")[1]
+    # baseline 1; steps 1-3: parent 2 + child 2; steps 4 and 5: the parent's minibatch only
+    assert result.metric_calls == 1 + 3 * 4 + 2 * 2
 
 
 def test_the_final_pick_is_rescored_on_validation_the_search_never_saw(tmp_path):

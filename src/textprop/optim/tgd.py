@@ -17,6 +17,7 @@ from textprop.variable import Variable
 
 DEFAULT_TAGS = ("<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>")
 UNCHANGED = "the rewrite repeats the current value"
+REPEATED = "the rewrite repeats a version already tried"
 UNCHANGED_RETRY_TEMPERATURE = 0.8
 SAMPLE_TEMPERATURE = 0.8
 
@@ -30,7 +31,8 @@ class UpdateRecord:
     before: str
     after: str
     feedback: str
-    status: str  # "updated", "unchanged" (same text), "no_feedback", "unparseable"
+    status: str  # "updated", "unchanged" (same text), "repeated" (an already tried text),
+    #             "no_feedback", "unparseable"
     reason: str
     attempts: int
 
@@ -97,9 +99,10 @@ class TextualGradientDescent(Optimizer):
     def constraint_text(self) -> str:
         return "\n".join(f"Constraint {i}: {c}" for i, c in enumerate(self.constraints, 1))
 
-    def update_prompt(self, name: str, failures: str = "") -> str:
+    def update_prompt(self, name: str, failures: str = "", tried: Sequence[str] = ()) -> str:
         """The user message asking for a rewrite of parameter `name`; `failures` (rendered
-        examples the current value got wrong) is shown after the feedback when given."""
+        examples the current value got wrong) is shown after the feedback when given, and
+        `tried` (rewrites of the same value that a search already rejected) after those."""
         variable = self.named_parameters[name]
         sections = [render("optimizer_update", variable_role=variable.role_description,
                            variable_value=variable.value,
@@ -107,6 +110,11 @@ class TextualGradientDescent(Optimizer):
         if failures:
             sections.append(render("optimizer_failures", variable_role=variable.role_description,
                                    failures=failures))
+        if tried:
+            items = "\n".join(render("optimizer_tried_item", n=n, value=value)
+                              for n, value in enumerate(tried, 1))
+            sections.append(render("optimizer_tried", variable_role=variable.role_description,
+                                   items=items))
         memory = self.state[name]["memory"]
         past = memory[-self.gradient_memory:] if self.gradient_memory > 0 else []
         if past:
@@ -146,14 +154,15 @@ class TextualGradientDescent(Optimizer):
                                     feedback=g.value))
         return "\n".join(parts)
 
-    def update_request(self, name: str, failures: str = "", sample: int = 0) -> Request:
+    def update_request(self, name: str, failures: str = "", sample: int = 0,
+                       tried: Sequence[str] = ()) -> Request:
         """The rewrite request; `sample` k > 0 asks for the k-th alternative rewrite, sampled
         at `SAMPLE_TEMPERATURE` with seed + k (a search's extra children)."""
         sampling = dict(self.sampling)
         if sample:
             sampling["temperature"] = max(sampling["temperature"], SAMPLE_TEMPERATURE)
             sampling["seed"] = (sampling["seed"] or 0) + sample
-        return Request.chat(self.update_prompt(name, failures), self.system_prompt,
+        return Request.chat(self.update_prompt(name, failures, tried), self.system_prompt,
                             role="optimizer",
                             json_schema=REWRITE_SCHEMA if self.structured else None, **sampling)
 
@@ -172,8 +181,12 @@ class TextualGradientDescent(Optimizer):
         self.history.extend(records)
         return records
 
-    async def arewrite(self, name: str, *, failures: str = "", sample: int = 0) -> UpdateRecord:
-        """One proposed rewrite of parameter `name` from its feedback, not applied."""
+    async def arewrite(self, name: str, *, failures: str = "", sample: int = 0,
+                       tried: Sequence[str] = ()) -> UpdateRecord:
+        """One proposed rewrite of parameter `name` from its feedback, not applied.
+
+        A reply that repeats one of `tried` is asked again, like one that repeats the current
+        value: a search gains nothing from re-testing a rewrite it already rejected."""
         variable = self.named_parameters[name]
         feedback = variable.get_gradient_text()
         record = dict(name=name, role_description=variable.role_description,
@@ -181,29 +194,35 @@ class TextualGradientDescent(Optimizer):
         if not feedback.strip():
             return UpdateRecord(**record, after=variable.value, status="no_feedback",
                                 reason="no feedback reached this parameter", attempts=0)
-        request = self.update_request(name, failures, sample)
+        request = self.update_request(name, failures, sample, tried)
         problem = ""
         for attempt in range(1, self.max_parse_retries + 2):
-            value, reply_text, problem = await self._attempt(request, variable.value)
+            value, reply_text, problem = await self._attempt(request, variable.value, tried)
             if value is not None:
                 return UpdateRecord(**record, after=value, status="updated", reason="",
                                     attempts=attempt)
             retry = (render("optimizer_unchanged") if problem == UNCHANGED
+                     else render("optimizer_repeated") if problem == REPEATED
                      else render("optimizer_retry", problem=problem))
             # A model that repeated itself at temperature 0 will do so again: sample (seeded).
             temperature = (max(request.temperature, UNCHANGED_RETRY_TEMPERATURE)
-                           if problem == UNCHANGED else request.temperature)
+                           if problem in (UNCHANGED, REPEATED) else request.temperature)
             request = request.with_(temperature=temperature, messages=(
                 *request.messages[:2], Message("assistant", reply_text), Message("user", retry)))
         if problem == UNCHANGED:
             return UpdateRecord(**record, after=variable.value, status="unchanged",
                                 reason="the optimizer kept the text as it was",
                                 attempts=self.max_parse_retries + 1)
+        if problem == REPEATED:
+            return UpdateRecord(**record, after=variable.value, status="repeated",
+                                reason="every rewrite repeated one already tried",
+                                attempts=self.max_parse_retries + 1)
         return UpdateRecord(**record, after=variable.value, status="unparseable",
                             reason=f"kept the old value: {problem}",
                             attempts=self.max_parse_retries + 1)
 
-    async def _attempt(self, request: Request, current: str) -> tuple[str | None, str, str]:
+    async def _attempt(self, request: Request, current: str,
+                       tried: Sequence[str] = ()) -> tuple[str | None, str, str]:
         """One rewrite request: (the new value or None, the reply text, why not usable)."""
         try:
             completion = await self.engine.acomplete(request)
@@ -214,6 +233,8 @@ class TextualGradientDescent(Optimizer):
             return None, completion.text, parsed.problem
         if parsed.value == current:
             return None, completion.text, UNCHANGED
+        if parsed.value in tried:
+            return None, completion.text, REPEATED
         return parsed.value, completion.text, ""
 
     # --- state ---------------------------------------------------------------------------

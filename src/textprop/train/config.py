@@ -186,6 +186,8 @@ class StrategySection(_Section):
     max_proposals: int | None = Field(None, ge=1, le=100000)
     show_failures: bool = True
     max_failures: int = Field(5, ge=0, le=100)
+    # rewrites of the parent that failed the gate, shown to the writer; 0: off
+    max_tried: int = Field(3, ge=0, le=100)
     demos: int = Field(0, ge=0, le=64)  # demonstrations per prompt; 0: off
     max_demo_tokens: int | None = Field(1000, ge=1)
     # a training field with a worked answer (GSM8K: answer), or "target": the label itself

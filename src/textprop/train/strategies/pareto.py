@@ -55,6 +55,9 @@ class ParetoSettings:
     max_proposals: int | None = None  # besides the budget in metric calls
     show_failures: bool = True  # the rewrite prompt lists the minibatch's wrong outputs
     max_failures: int = 5
+    # The rewrite prompt lists up to this many rewrites of the parent that failed the gate,
+    # and a child repeating any rejected candidate is not gated again; 0: off.
+    max_tried: int = 3
     demos: int = 0  # at most this many demonstrations per demonstrations parameter; 0: off
     max_demo_tokens: int | None = 1000  # a cap on their length (about 4 characters a token)
     demo_field: str | None = None  # a training field holding a worked answer to show
@@ -64,6 +67,7 @@ class ParetoSettings:
                   "parallel": self.parallel >= 1, "holdout": 0 <= self.holdout < 1,
                   "final_candidates": self.final_candidates >= 1,
                   "merge_subsample": self.merge_subsample >= 1, "demos": self.demos >= 0,
+                  "max_tried": self.max_tried >= 0,
                   "epsilon": 0 <= self.epsilon <= 1}
         for name, ok in checks.items():
             if not ok:
@@ -92,6 +96,7 @@ class ParetoStrategy(Strategy):
         self.next_id = 1
         self.merges = 0
         self.tried_merges: set[tuple[int, int, int]] = set()
+        self.rejected: list[CandidateRow] = []  # children that failed the gate, in id order
         self.accepted_since_merge = False
         self.search_done = False
         self.final_pick: int | None = None
@@ -169,6 +174,8 @@ class ParetoStrategy(Strategy):
             if row.status in ("seed", "accepted"):
                 self.pool.add(Candidate(row.id, row.values, row.val_per_example or {},
                                         row.parents))
+            elif row.status == "rejected" and row.origin == "mutation":
+                self.rejected.append(row)
         baseline = ledger.step(0)
         val = next(e["per_example"] for e in ledger.evaluations(0) if e["split"] == "val")
         self.holdout_scores[0] = {e.id: val[e.id] for e in self.holdout}
@@ -241,6 +248,7 @@ class ParetoStrategy(Strategy):
                                              s.max_proposals) else "finished"
             return []
         snapshot = self.pool.copy()
+        rejected = tuple(self.rejected)  # as the round started, like the pool
         merge: Merge | None = None
         if slots[0][1] == "merge":
             rng = random.Random(f"{self.ctx.seed}:merge:{slots[0][0]}")
@@ -259,7 +267,8 @@ class ParetoStrategy(Strategy):
                         return []
         first_phase = [asyncio.ensure_future(self._in_step(
             number, self._merge(number, merge, reserved) if kind == "merge"
-            else self._mutate(number, snapshot, reserved))) for number, kind, reserved in slots]
+            else self._mutate(number, snapshot, rejected, reserved)))
+            for number, kind, reserved in slots]
         decisions: list[asyncio.Future[_Proposal]] = []
         for i in range(len(slots)):
             decisions.append(asyncio.ensure_future(self._decide(first_phase, decisions, i)))
@@ -299,7 +308,21 @@ class ParetoStrategy(Strategy):
         self.ctx.apply(values, pipeline)
         return pipeline
 
-    async def _mutate(self, step: int, pool: Pool, reserved: int) -> _Proposal:
+    def _tried(self, parent: int, names: list[str], rejected: tuple[CandidateRow, ...]
+               ) -> dict[str, list[str]]:
+        """Per parameter, the latest rewrites of `parent` that failed the gate, newest first."""
+        tried: dict[str, list[str]] = {}
+        for name in names:
+            texts = tried.setdefault(name, [])
+            for row in reversed(rejected):
+                value = row.values.get(name)
+                if (row.parents == [parent] and name in row.changed and value not in texts
+                        and len(texts) < self.settings.max_tried):
+                    texts.append(value)
+        return tried
+
+    async def _mutate(self, step: int, pool: Pool, rejected: tuple[CandidateRow, ...],
+                      reserved: int) -> _Proposal:
         ctx, s = self.ctx, self.settings
         started = time.time()
         parent = pool[self._select(pool, random.Random(f"{ctx.seed}:parent:{step}"))]
@@ -321,7 +344,8 @@ class ParetoStrategy(Strategy):
             record.reason = (f"candidate {parent.id} got every minibatch example right: "
                              "nothing to learn from")
             return proposal
-        by_child = await self._updates(step, names, pipeline, optimizer, scored)
+        by_child = await self._updates(step, names, pipeline, optimizer, scored,
+                                       self._tried(parent.id, names, rejected))
         record.step_outputs = step_output_rows(scored)  # now with the feedback
         if not by_child:
             record.reason = "no demonstration move applies yet (no right answer to show)"
@@ -343,6 +367,10 @@ class ParetoStrategy(Strategy):
                     f"{u.name}: {u.reason or u.status}" for u in updates)
             elif values in seen or pool.holds_values(values) is not None:
                 row.status, row.reason = "duplicate", "the same values as an earlier candidate"
+            elif s.max_tried and (twin := next((r for r in rejected if r.values == values),
+                                               None)):
+                row.status, row.reason = "duplicate", (f"the same values as candidate "
+                                                       f"{twin.id}, which failed the gate")
             else:
                 seen.append(values)
                 pending.append((row, self._instance(values)))
@@ -378,7 +406,8 @@ class ParetoStrategy(Strategy):
         return proposal
 
     async def _updates(self, step: int, names: list[str], pipeline: Pipeline, optimizer: Any,
-                       scored: list[Scored]) -> list[list[UpdateRecord]]:
+                       scored: list[Scored], tried: dict[str, list[str]]
+                       ) -> list[list[UpdateRecord]]:
         """Per child, the change to each chosen parameter: a rewrite of a text from its
         feedback, or a move on a demonstrations list."""
         s, parameters = self.settings, pipeline.parameters()
@@ -394,7 +423,8 @@ class ParetoStrategy(Strategy):
         if texts or any(m.kind == "rewrite" for ms in planned.values() for m in ms):
             await self.ctx.backward(scored)
         failures = _failures(scored, s.max_failures) if s.show_failures else ""
-        work = [optimizer.arewrite(n, failures=failures, sample=k) if n in texts
+        work = [optimizer.arewrite(n, failures=failures, sample=k, tried=tried.get(n, ()))
+                if n in texts
                 else self._move(parameters[n], n, planned[n][k] if k < len(planned[n])
                                 else None, optimizer, failures)
                 for k in range(children) for n in names]
@@ -534,6 +564,8 @@ class ParetoStrategy(Strategy):
             for row in proposal.children:
                 row.id, self.next_id = self.next_id, self.next_id + 1
                 self.lineage[row.id] = row.parents
+                if row.status == "rejected" and row.origin == "mutation":
+                    self.rejected.append(row)
             if evaluation is not None and proposal.chosen is not None:
                 row = proposal.chosen
                 row.status = "accepted"
