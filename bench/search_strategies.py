@@ -1,6 +1,6 @@
 """B5: the `pareto` search against `tgd` on the embedded models, at the same budget.
 
-Both strategies run `textprop optimize` on Qwen2.5-Coder-0.5B (task model) with
+Every strategy runs `textprop optimize` on Qwen2.5-Coder-0.5B (task model) with
 Qwen2.5-Coder-1.5B writing feedback and rewrites, the same starting prompt, and the same
 `[budget] max_metric_calls` (GEPA's count: every example the pipeline runs, validation
 included; the final test is not). `tgd` gets epochs enough to spend the budget.
@@ -133,6 +133,8 @@ acceptance = "non_decrease"
     "pareto-demos": PARETO + """demos = 4
 demo_field = "target"
 """,
+    # pareto remembering the rewrites that failed the gate (the default since daf5b01)
+    "pareto-tried": PARETO.replace("max_tried = 0", "max_tried = 3"),
 }
 
 
@@ -246,7 +248,8 @@ def sign_test(better: int, worse: int) -> float:
     return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n)
 
 
-PAIRS = [("pareto", "tgd"), ("pareto-demos", "tgd"), ("pareto-demos", "pareto")]
+PAIRS = [("pareto", "tgd"), ("pareto-demos", "tgd"), ("pareto-demos", "pareto"),
+         ("pareto-tried", "pareto"), ("pareto-tried", "tgd")]
 
 
 def paired_table(results: dict) -> str:
