@@ -8,6 +8,13 @@ not exceed them; the "before" engine's one-at-a-time rate is below the n = 1 fig
 (llama-cpp-python's high-level completion adds its own per-token work).
 
     python bench/batched_engine_ceiling.py              # n = 1, 4, 8, 16
+    python bench/batched_engine_ceiling.py --weights q4_k_m q8_0 q4_0 --levels 1 8 16
+
+`--weights` also measures the pinned Q4_K_M file re-encoded by llama.cpp's own quantizer
+(`llama_model_quantize`, written once to --scratch): this llama.cpp build has batched
+matrix kernels for Q8_0 and Q4_0 (llamafile's tinyBLAS, the AVX2 repacked Q4_0) but not for
+the K-quants, so the same model decodes many sequences faster in those formats. Q8_0 keeps
+the Q4_K_M values to within rounding; Q4_0 re-quantizes them (a second, lossy rounding).
 """
 
 from __future__ import annotations
@@ -58,10 +65,36 @@ def measure(model, n_seq: int, n_ctx: int, steps: int = 64, prompt: int = 50) ->
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
+FTYPES = {"q8_0": 7, "q4_0": 2}  # llama.cpp's LLAMA_FTYPE_MOSTLY_*
+
+
+def weights_file(name: str, source: Path, scratch: Path) -> Path:
+    """The model file in format `name`: the pinned one, or it re-encoded (once)."""
+    if name == "q4_k_m":
+        return source
+    import llama_cpp
+
+    target = scratch / source.name.replace("q4_k_m", name)
+    if not target.exists():
+        scratch.mkdir(parents=True, exist_ok=True)
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype, params.allow_requantize, params.nthread = FTYPES[name], True, 2
+        tmp = target.with_suffix(".tmp")
+        if llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(),
+                                          params) != 0:
+            raise SystemExit(f"llama.cpp could not re-encode {source} as {name}")
+        tmp.rename(target)
+    return target
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--n-ctx", type=int, default=4096)
+    parser.add_argument("--size", default="0.5b", help="0.5b or 1.5b")
+    parser.add_argument("--weights", nargs="+", default=["q4_k_m"],
+                        choices=["q4_k_m", *FTYPES])
+    parser.add_argument("--scratch", type=Path, default=Path("/tmp/textprop-bench-weights"))
     parser.add_argument("--out", type=Path,
                         default=ROOT / "bench/results/batched_engine_ceiling.json")
     args = parser.parse_args()
@@ -72,13 +105,17 @@ def main() -> None:
     quiet = llama_cpp.llama_log_callback(lambda level, text, data: None)
     llama_cpp.llama_log_set(quiet, None)  # llama.cpp's load log would bury the figures
     llama_cpp.llama_backend_init()
-    model = llama_cpp.llama_model_load_from_file(str(ensure_model("0.5b")).encode(),
-                                                 llama_cpp.llama_model_default_params())
+    source = ensure_model(args.size)
+    files = {name: weights_file(name, source, args.scratch) for name in args.weights}
     cells = []
-    for n in args.levels:
-        cells.append(measure(model, n, args.n_ctx))
-        print(cells[-1], flush=True)
-    llama_cpp.llama_model_free(model)
+    for n in args.levels:  # every format at one level back to back: noise hits them alike
+        for name, path in files.items():
+            model = llama_cpp.llama_model_load_from_file(
+                str(path).encode(), llama_cpp.llama_model_default_params())
+            cells.append({"size": args.size, "weights": name,
+                          **measure(model, n, args.n_ctx)})
+            llama_cpp.llama_model_free(model)
+            print(cells[-1], flush=True)
     args.out.write_text(json.dumps({"llama_cpp_python": llama_cpp.__version__,
                                     "cells": cells}, indent=2) + "\n")
 
