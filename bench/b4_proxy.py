@@ -17,6 +17,10 @@ So no framework's own bookkeeping decides its calls or tokens.
     with CountingProxy("http://127.0.0.1:8765/v1", label="task") as proxy:
         ... proxy.base_url ...
         proxy.summary()   # {"task": {"calls": n, "failed": k, "prompt_tokens": ...}, ...}
+
+With `log=PATH` every call is also appended to a JSON-lines file as it ends, and a proxy
+started on an existing log counts on from it: a cell cut off and resumed by a later process
+still reports every call it paid for.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -64,7 +69,7 @@ class CountingProxy:
     """
 
     def __init__(self, upstream: str, *, label: str | None = None,
-                 timeout: float = 1800.0) -> None:
+                 timeout: float = 1800.0, log: Path | None = None) -> None:
         parts = urlsplit(upstream.rstrip("/"))
         self.upstream_host = parts.hostname or "127.0.0.1"
         self.upstream_port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -74,7 +79,15 @@ class CountingProxy:
         self.lock = threading.Lock()
         self.counts: dict[str, dict[str, float]] = {}
         self.busy_s = 0.0
+        self.log = log
         self._httpd: ThreadingHTTPServer | None = None
+        for entry in read_log(log):
+            self._count(entry)
+        if log is not None and log.exists() and log.stat().st_size:
+            with open(log, "rb+") as out:  # a line a kill cut off must not swallow the next
+                out.seek(-1, 2)
+                if out.read(1) != b"\n":
+                    out.write(b"\n")
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> CountingProxy:
@@ -108,14 +121,25 @@ class CountingProxy:
 
     # -- counting ----------------------------------------------------------------------------
     def record(self, role: str, ok: bool, usage: dict | None, seconds: float) -> None:
+        entry = {"t": round(time.time(), 3), "role": role, "ok": ok,
+                 "prompt_tokens": int((usage or {}).get("prompt_tokens") or 0),
+                 "completion_tokens": int((usage or {}).get("completion_tokens") or 0),
+                 "seconds": round(seconds, 3)}
         with self.lock:
-            row = self.counts.setdefault(role, {"calls": 0, "failed": 0, "prompt_tokens": 0,
-                                                "completion_tokens": 0, "seconds": 0.0})
-            row["calls"] += 1
-            row["failed"] += 0 if ok else 1
-            row["prompt_tokens"] += int((usage or {}).get("prompt_tokens") or 0)
-            row["completion_tokens"] += int((usage or {}).get("completion_tokens") or 0)
-            row["seconds"] = round(row["seconds"] + seconds, 3)
+            self._count(entry)
+            if self.log is not None:
+                with open(self.log, "a", encoding="utf-8") as out:
+                    out.write(json.dumps(entry) + "\n")
+
+    def _count(self, entry: dict[str, Any]) -> None:
+        row = self.counts.setdefault(entry["role"], {"calls": 0, "failed": 0,
+                                                     "prompt_tokens": 0,
+                                                     "completion_tokens": 0, "seconds": 0.0})
+        row["calls"] += 1
+        row["failed"] += 0 if entry["ok"] else 1
+        row["prompt_tokens"] += entry["prompt_tokens"]
+        row["completion_tokens"] += entry["completion_tokens"]
+        row["seconds"] = round(row["seconds"] + entry["seconds"], 3)
 
     def summary(self) -> dict[str, dict[str, float]]:
         with self.lock:
@@ -184,6 +208,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(payload)
+
+
+def read_log(log: Path | None) -> list[dict[str, Any]]:
+    """The calls a log holds; a last line cut off by a kill is ignored."""
+    if log is None or not log.exists():
+        return []
+    entries = []
+    for line in log.read_text(encoding="utf-8").splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue
+    return entries
 
 
 def _usage(payload: bytes) -> dict | None:

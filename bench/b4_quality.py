@@ -34,7 +34,12 @@ calls and tokens per role are counted the same way for every framework.
 
 Resumable: each (task, framework, seed, budget) cell is written to the results file
 (atomically, under a lock) when it ends, ok or failed; a rerun skips recorded cells (failed
-ones too, unless --retry-failed); a cell cut off starts again from scratch.
+ones too, unless --retry-failed). A cell cut off (the session ended, SIGTERM, SIGKILL) goes on
+where it stopped: its work folder is fixed (RUNS/TASK-FRAMEWORK-sSEED-mmcBUDGET), textprop
+resumes its ledger (`--resume`), GEPA its run_dir state, and the proxies' call logs carry
+the earlier parts' calls and tokens; only TextGrad's loop, which keeps no state, starts again
+from scratch (its earlier part is discarded, calls included). Several harness processes may
+run different cells against the same servers at once (the results file is locked).
 
     python bench/b4_quality.py --start-servers                   # every missing cell
     python bench/b4_quality.py --task-url URL --writer-url URL   # servers already running
@@ -55,6 +60,7 @@ import os
 import platform
 import random
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,7 +74,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from b4_proxy import CountingProxy  # noqa: E402
+from b4_proxy import CountingProxy, read_log  # noqa: E402
 
 DATA = (ROOT / "../shared/data").resolve()
 RESULTS = ROOT / "bench/results/b4_quality.json"
@@ -357,8 +363,9 @@ def run_textprop(framework, data, args, seed, task_url, writer_url, models, work
     config = work / "run.toml"
     config.write_text(textprop_config(framework, data, args, seed, task_url, writer_url,
                                       models))
+    resume = (work / "run" / "ledger.sqlite3").exists()  # an earlier part was cut off
     cmd = [sys.executable, "-m", "textprop.cli", "optimize", str(config), "--no-cache",
-           "--run-dir", str(work / "run"), "--json"]
+           "--run-dir", str(work / "run"), "--json"] + (["--resume"] if resume else [])
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OPENAI_API_KEY": "not-needed"}
     code, out, err, killed = run_bounded(cmd, args.deadline_min * 60, cwd=work, env=env)
     out_info: dict[str, Any] = {"returncode": code, "killed_at_deadline": killed,
@@ -468,16 +475,58 @@ def by_role(task_usage: dict, writer_usage: dict) -> dict[str, dict[str, float]]
     return roles
 
 
+RESUMABLE = {"pareto", "pareto-demos", "tgd", "gepa", "gepa-merge"}  # textgrad: from scratch
+
+
+def cell_work_dir(runs: Path, task: str, framework: str, seed: int, budget: int) -> Path:
+    return runs / f"{task}-{framework}-s{seed}-mmc{budget}"
+
+
+def start_part(work: Path, framework: str) -> list[dict[str, Any]]:
+    """Open a new part of the cell in `work` and return all its parts so far, this one
+    last. A framework that cannot resume starts over: its earlier parts are discarded."""
+    parts_file = work / "parts.json"
+    if work.exists() and framework not in RESUMABLE:
+        discarded = len(json.loads(parts_file.read_text())) if parts_file.exists() else 0
+        shutil.rmtree(work)
+        work.mkdir(parents=True)
+        parts = [{"started": time.time(), "discarded_parts": discarded}]
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        parts = json.loads(parts_file.read_text()) if parts_file.exists() else []
+        parts.append({"started": time.time()})
+    parts_file.write_text(json.dumps(parts))
+    return parts
+
+
+def earlier_parts_wall(parts: list[dict[str, Any]], calls: list[dict[str, Any]]) -> float:
+    """Seconds the cell's earlier, cut-off parts ran: each from its start to the end of the
+    last call it logged (a part cut off is not there to time itself)."""
+    total = 0.0
+    for part, following in zip(parts[:-1], parts[1:], strict=True):
+        ends = [c["t"] for c in calls if part["started"] <= c["t"] < following["started"]]
+        total += max(ends) - part["started"] if ends else 0.0
+    return total
+
+
 def run_cell(task: str, framework: str, seed: int, data: dict, args, servers: dict,
              results_path: Path) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix=f"{task}-{framework}-s{seed}-", dir=args.runs))
+    work = cell_work_dir(args.runs, task, framework, seed, args.max_metric_calls)
+    parts = start_part(work, framework)
+    logs = {"task": work / "calls-task.jsonl", "writer": work / "calls-writer.jsonl"}
+    earlier_wall = earlier_parts_wall(parts, [c for log in logs.values()
+                                              for c in read_log(log)])
     cell: dict[str, Any] = {"task": task, "framework": framework, "seed": seed,
-                            "budget": args.max_metric_calls, "work_dir": str(work)}
+                            "budget": args.max_metric_calls, "work_dir": str(work),
+                            "parts": len(parts),
+                            "discarded_parts": parts[-1].get("discarded_parts", 0)}
     rusage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     server_cpu0 = {k: proc_cpu_s(v) for k, v in servers["pids"].items()}
-    task_proxy = CountingProxy(servers["task"], label="task", timeout=args.call_timeout + 60)
-    writer_proxy = CountingProxy(servers["writer"], timeout=args.call_timeout + 60)
+    task_proxy = CountingProxy(servers["task"], label="task", timeout=args.call_timeout + 60,
+                               log=logs["task"])
+    writer_proxy = CountingProxy(servers["writer"], timeout=args.call_timeout + 60,
+                                 log=logs["writer"])
     prompt = None
     with task_proxy, writer_proxy:
         try:
@@ -485,7 +534,7 @@ def run_cell(task: str, framework: str, seed: int, data: dict, args, servers: di
                                               writer_proxy.base_url, servers["models"], work)
         except Exception as error:  # the harness's own failure is the cell's failure too
             info = {"error": f"harness: {type(error).__name__}: {error}"}
-    optimize_wall = time.perf_counter() - wall0
+    optimize_wall = time.perf_counter() - wall0 + earlier_wall
     rusage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cell |= {"framework_info": {k: v for k, v in info.items() if k != "error"},
              "usage": {"task": task_proxy.summary(), "writer": writer_proxy.summary()},
@@ -510,7 +559,7 @@ def run_cell(task: str, framework: str, seed: int, data: dict, args, servers: di
         except Exception as error:
             cell |= {"status": "failed", "error": f"test evaluation: {type(error).__name__}: "
                                                   f"{error}"}
-    cell["wall_s"] = round(time.perf_counter() - wall0, 1)
+    cell["wall_s"] = round(time.perf_counter() - wall0 + earlier_wall, 1)
     cell["cpu_harness_s"] = round(time.process_time() - cpu0, 1)
     cell["cpu_servers_s"] = {k: None if v is None or proc_cpu_s(servers["pids"][k]) is None
                              else round(proc_cpu_s(servers["pids"][k]) - v, 1)
@@ -714,6 +763,10 @@ def table(results: dict, budget: int | None = None) -> str:
         else:
             test, val = "-", "-"
             status = f"failed: {str(c.get('error'))[:120]}"
+        if c.get("parts", 1) > 1:  # cut off and resumed: CPU counts the last part only
+            status += f" ({c['parts']} parts, CPU of the last)"
+        if c.get("discarded_parts"):
+            status += f" (restarted; {c['discarded_parts']} cut-off part(s) discarded)"
         lines.append(
             f"| {c['task']} | {c['framework']} | {c['seed']} | {status} | {test} | {val} | "
             f"{c.get('metric_calls') if c.get('metric_calls') is not None else '-'} | {roles} | "

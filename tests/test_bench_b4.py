@@ -168,3 +168,91 @@ def test_a_run_that_fails_is_a_recorded_cell_and_is_skipped_on_resume(tmp_path: 
         assert b4.main(argv + urls + ["--retry-failed"]) == 0
     cell = json.loads(out.read_text())["cells"]["object_counting/tgd/seed0/mmc40"]
     assert cell["status"] == "ok" and cell["test_n"] == 8
+
+
+def test_a_proxy_on_an_existing_call_log_counts_on_from_it(tmp_path: Path) -> None:
+    log = tmp_path / "calls-task.jsonl"
+    with TestServer(reply="two words") as server:
+        for calls in (2, 1):  # two parts of one cell, two processes' worth of proxies
+            with CountingProxy(server.base_url, label="task", log=log) as proxy:
+                client = OpenAI(base_url=proxy.base_url, api_key="x", max_retries=0)
+                for _ in range(calls):
+                    client.chat.completions.create(
+                        model="m", messages=[{"role": "user", "content": "hi"}])
+            if calls == 2:
+                with open(log, "a") as out:
+                    out.write('{"t": 1, "role": "ta')  # the line a kill cut off
+    assert proxy.summary()["task"]["calls"] == 3
+    assert proxy.summary()["task"]["completion_tokens"] == 6
+    assert len(b4.read_log(log)) == 3
+
+
+def test_a_cut_off_cell_keeps_its_parts_and_a_framework_without_state_starts_over(
+        tmp_path: Path) -> None:
+    work = b4.cell_work_dir(tmp_path, "object_counting", "gepa", 0, 300)
+    assert work.name == "object_counting-gepa-s0-mmc300"
+    first = b4.start_part(work, "gepa")
+    (work / "gepa_run").mkdir()
+    second = b4.start_part(work, "gepa")
+    assert len(second) == 2 and second[0] == first[0] and (work / "gepa_run").is_dir()
+    # a part cut off ran from its start to the end of its last logged call
+    parts, calls = [{"started": 100.0}, {"started": 200.0}], [{"t": 105}, {"t": 140}, {"t": 201}]
+    assert b4.earlier_parts_wall(parts, calls) == 40
+
+    tg = b4.cell_work_dir(tmp_path, "object_counting", "textgrad", 0, 300)
+    b4.start_part(tg, "textgrad")
+    (tg / "result.json").write_text("{}")
+    again = b4.start_part(tg, "textgrad")
+    assert len(again) == 1 and again[0]["discarded_parts"] == 1
+    assert not (tg / "result.json").exists()
+
+
+@pytest.mark.skipif(not (b4.DATA / "bbh/bbh/object_counting.json").exists(),
+                    reason="needs the shared BBH data")
+def test_a_harness_killed_mid_cell_resumes_the_cell_where_it_stopped(tmp_path: Path) -> None:
+    """SIGKILL the harness while textprop's search runs; the rerun resumes the same ledger
+    (the baseline is not paid again) and the cell counts the calls of both parts."""
+    import signal
+    import time
+
+    from textprop.ledger import Ledger
+
+    data = b4.load_task("object_counting", 6, 8)
+    targets = {r["input"].strip(): r["target"] for split in ("train", "val", "test")
+               for r in data[split]}
+    task_reply, writer_reply = b4.smoke_replies(targets)
+    out, runs = tmp_path / "b4.json", tmp_path / "runs"
+    work = b4.cell_work_dir(runs, "object_counting", "pareto", 0, 40)
+    with TestServer(reply=task_reply, latency=0.05) as task, \
+            TestServer(reply=writer_reply, latency=0.05) as writer:
+        cmd = [sys.executable, str(ROOT / "bench/b4_quality.py"), "--tasks", "object_counting",
+               "--frameworks", "pareto", "--seeds", "0", "--val", "6", "--test", "8",
+               "--max-metric-calls", "40", "--max-tokens", "64", "--writer-max-tokens", "64",
+               "--workers", "2", "--out", str(out), "--runs", str(runs),
+               "--task-url", task.base_url, "--writer-url", writer.base_url]
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+        first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, start_new_session=True)
+        ledger_file = work / "run" / "ledger.sqlite3"
+        deadline = time.time() + 120
+        while time.time() < deadline:  # wait for the baseline and one round of proposals
+            if ledger_file.exists() and len(Ledger.in_run(work / "run").steps()) >= 2:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the search never got past its first round")
+        os.killpg(first.pid, signal.SIGKILL)  # the harness, textprop and all
+        first.wait(timeout=30)
+        assert "cells" not in json.loads(out.read_text()) or \
+            not json.loads(out.read_text())["cells"]
+        baseline = Ledger.in_run(work / "run").steps()[0]
+        paid_first = len(b4.read_log(work / "calls-task.jsonl"))
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cell = json.loads(out.read_text())["cells"]["object_counting/pareto/seed0/mmc40"]
+    assert cell["status"] == "ok" and cell["parts"] == 2
+    assert Ledger.in_run(work / "run").steps()[0] == baseline  # resumed, not started over
+    # every task call of both parts, the search's and the final test's
+    assert cell["usage_by_role"]["task"]["calls"] == len(b4.read_log(work / "calls-task.jsonl"))
+    assert cell["usage_by_role"]["task"]["calls"] > paid_first > 0
+    assert "2 parts" in b4.table(json.loads(out.read_text()))
