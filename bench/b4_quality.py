@@ -159,10 +159,13 @@ def model_id(base_url: str, timeout: float = 10) -> str:
         return json.load(reply)["data"][0]["id"]
 
 
-def serve_command(model: str, port: int, n_parallel: int | None) -> list[str]:
-    """`textprop serve` of this checkout for one model (`local`, `local:1.5b`, a GGUF path)."""
+def serve_command(model: str, port: int, n_parallel: int | None,
+                  cpu_lock: Path | None = None) -> list[str]:
+    """`textprop serve` of this checkout for one model (`local`, `local:1.5b`, a GGUF path);
+    servers given one `cpu_lock` take turns on the cores instead of fighting over them."""
     cmd = [sys.executable, "-m", "textprop.cli", "serve", "--model", model, "--port", str(port)]
-    return cmd + (["--n-parallel", str(n_parallel)] if n_parallel else [])
+    return (cmd + (["--n-parallel", str(n_parallel)] if n_parallel else [])
+            + (["--cpu-lock", str(cpu_lock)] if cpu_lock else []))
 
 
 def start_server(cmd: list[str], port: int, log: Path, wait_s: float = 900):
@@ -1008,7 +1011,8 @@ def run_all(args, out: Path) -> None:
                                       ("writer", args.writer_model_spec, args.writer_port)):
                 print(f"{time.strftime('%H:%M:%S')} starting textprop serve --model {model} "
                       f"--port {port} ...", file=sys.stderr, flush=True)
-                proc, url = start_server(serve_command(model, port, args.server_n_parallel),
+                proc, url = start_server(serve_command(model, port, args.server_n_parallel,
+                                                       log_dir / "cores.lock"),
                                          port, log_dir / f"{role}.log")
                 procs.append(proc)
                 servers[role], servers["pids"][role] = url, proc.pid

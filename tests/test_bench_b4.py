@@ -130,6 +130,8 @@ def test_start_server_waits_for_the_model_list(tmp_path: Path) -> None:
         port = s.getsockname()[1]
     assert b4.serve_command("local:1.5b", 8782, None)[-4:] == ["--model", "local:1.5b",
                                                                "--port", "8782"]
+    assert b4.serve_command("local", 8781, 8, tmp_path / "cores.lock")[-4:] == [
+        "--n-parallel", "8", "--cpu-lock", str(tmp_path / "cores.lock")]
     cmd = [sys.executable, "-m", "textprop.testing.server", "--port", str(port), "--model",
            "served-model"]
     proc, url = b4.start_server(cmd, port, tmp_path / "server.log", wait_s=60)

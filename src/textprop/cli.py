@@ -125,13 +125,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--n-parallel", type=int, default=None,
                    help="sequences decoded together (default: the engine's)")
+    p.add_argument("--cpu-lock", metavar="FILE", default=None,
+                   help="take turns on the cores with other servers given the same file "
+                        "(one llama.cpp decode at a time, e.g. a task and a writer model)")
     return parser
 
 
 def _serve(args: argparse.Namespace) -> int:
     from textprop.serve import main as serve
 
-    return serve(args.model, port=args.port, host=args.host, n_parallel=args.n_parallel)
+    return serve(args.model, port=args.port, host=args.host, n_parallel=args.n_parallel,
+                 cpu_lock=args.cpu_lock)
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:

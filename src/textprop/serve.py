@@ -262,7 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main(model: str = "local", port: int = DEFAULT_PORT, host: str = "127.0.0.1",
-         n_parallel: int | None = None) -> int:
+         n_parallel: int | None = None, cpu_lock: str | None = None) -> int:
     """Run the server until interrupted (`textprop serve`)."""
     from pathlib import Path
 
@@ -271,7 +271,7 @@ def main(model: str = "local", port: int = DEFAULT_PORT, host: str = "127.0.0.1"
 
     # Serving is for throughput: batched unless told otherwise (--n-parallel 1 is the
     # byte-for-byte deterministic engine).
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"cpu_lock": cpu_lock} if cpu_lock else {}
     if n_parallel is not None or "+batch" not in model:
         kwargs["n_parallel"] = n_parallel or BATCH_N_PARALLEL
     if model.startswith("local") or model.startswith("llamacpp:"):

@@ -180,3 +180,36 @@ def test_calls_that_finish_at_different_steps_free_their_slots_for_the_waiting_o
     for request, completion in zip(requests, completions, strict=True):
         assert completion.text
         assert 0 < completion.usage.output_tokens <= request.max_tokens
+
+
+def test_with_a_cpu_lock_every_decode_takes_a_machine_wide_turn(tmp_path) -> None:
+    """While another process holds the lock file the engine waits; once it is free every
+    llama_decode (prefills and steps) runs inside a turn."""
+    import fcntl
+    import os
+    import threading
+    import time
+
+    require_local_model()
+    lock = tmp_path / "cores.lock"
+    engine = LocalEngine(n_parallel=2, cpu_lock=lock)
+    holder = os.open(lock, os.O_RDWR | os.O_CREAT)  # "another server" decoding
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    released_at: list[float] = []
+
+    def release_later() -> None:
+        time.sleep(3)
+        released_at.append(time.perf_counter())
+        fcntl.flock(holder, fcntl.LOCK_UN)
+
+    try:
+        engine._load_locked()  # loading does not decode: it needs no turn
+        threading.Thread(target=release_later).start()
+        completions = _gather(engine, _requests(2))
+        done_at = time.perf_counter()
+        assert released_at and done_at > released_at[0]  # it waited for the turn
+        assert all(c.text for c in completions)
+        assert engine._turns.waits > engine._decoder.steps > 0  # prefills took turns too
+    finally:
+        engine.close()
+        os.close(holder)

@@ -12,6 +12,7 @@ build and loads the model on its first call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -332,6 +333,10 @@ class LocalEngine(Engine):
     `+batchN`, so the cache never mixes its answers with the deterministic engine's.
     `n_ctx` is the context of each sequence.
 
+    `cpu_lock` (a file path) makes the engine take turns on the cores with every other
+    process using the same path (`core_turns.CoreTurns`): one llama.cpp decode at a time
+    machine-wide, so two embedded servers do not fight over the same cores.
+
     `Request.model` is ignored: the engine runs the one model it was built with.
     `reuse_prompt_cache=True` (one-at-a-time path only) lets a call reuse the KV cache of the
     previous call's shared prompt prefix: faster, but the reply then depends on the previous
@@ -345,12 +350,17 @@ class LocalEngine(Engine):
                  n_ctx: int = 4096, n_threads: int | None = None, seed: int = 0,
                  verbose: bool = False, reuse_prompt_cache: bool = False,
                  cache_dir: Path | None = None, n_parallel: int = DEFAULT_N_PARALLEL,
-                 share_prefix: bool = True) -> None:
+                 share_prefix: bool = True, cpu_lock: str | Path | None = None) -> None:
         if n_parallel < 1:
             raise ConfigError(f"n_parallel must be at least 1, got {n_parallel}")
         self.n_ctx = n_ctx
         self.n_parallel = n_parallel
         self.share_prefix = share_prefix
+        self._turns: Any = None
+        if cpu_lock is not None:
+            from textprop.engines.core_turns import CoreTurns
+
+            self._turns = CoreTurns(cpu_lock)
         self.reuse_prompt_cache = reuse_prompt_cache
         self.n_threads = n_threads or _default_threads()
         self.seed = seed
@@ -408,7 +418,8 @@ class LocalEngine(Engine):
 
                 self._decoder = BatchDecoder(self._llama, n_parallel=self.n_parallel,
                                              n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                             share_prefix=self.share_prefix)
+                                             share_prefix=self.share_prefix,
+                                             turns=self._turns)
         except (ValueError, RuntimeError, OSError) as exc:
             if self._llama is not None:
                 self._llama.close()
@@ -449,7 +460,8 @@ class LocalEngine(Engine):
                 llama.reset()  # evaluate the whole prompt afresh: the reply depends only on it
             start = time.perf_counter()
             try:
-                reply = llama.create_chat_completion(**self._call_kwargs(request))
+                with self._turns or contextlib.nullcontext():  # the whole call: one turn
+                    reply = llama.create_chat_completion(**self._call_kwargs(request))
             except ValueError as exc:  # e.g. "Requested tokens (N) exceed context window"
                 raise EngineRequestError(f"{exc} (n_ctx={self.n_ctx})",
                                          provider=self.name) from exc

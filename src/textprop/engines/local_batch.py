@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import ctypes
 import queue
 import threading
@@ -92,7 +93,7 @@ class BatchDecoder:
 
     def __init__(self, llama: Any, *, n_parallel: int, n_ctx: int, n_threads: int,
                  n_batch: int = 512, share_prefix: bool = True, n_prefixes: int = 4,
-                 stable_shapes: bool = False) -> None:
+                 stable_shapes: bool = False, turns: Any = None) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
@@ -103,6 +104,7 @@ class BatchDecoder:
         self.share_prefix = share_prefix
         self.n_prefixes = n_prefixes if share_prefix else 0
         self.stable_shapes = stable_shapes
+        self._turns = turns if turns is not None else contextlib.nullcontext()  # CoreTurns
         # Sequence ids: slots first, then prefix holders. With stable shapes, the slots are a
         # multiple of ROW_GROUP, so a step can be padded with free slots.
         self.n_slots = (max(ROW_GROUP, -(-self.n_parallel // ROW_GROUP) * ROW_GROUP)
@@ -362,7 +364,8 @@ class BatchDecoder:
 
     def _decode(self, n: int) -> None:
         self._batch.n_tokens = n
-        status = self._lib.llama_decode(self._ctx, self._batch)
+        with self._turns:
+            status = self._lib.llama_decode(self._ctx, self._batch)
         if status != 0:
             why = "no KV cache space" if status == 1 else f"status {status}"
             raise DecodeError(f"llama_decode failed ({why}) for a batch of {n} tokens")
