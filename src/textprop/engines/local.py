@@ -356,7 +356,7 @@ class LocalEngine(Engine):
         self.n_ctx = n_ctx
         self.n_parallel = n_parallel
         self.share_prefix = share_prefix
-        self._turns: Any = None
+        self._turns: Any = contextlib.nullcontext()  # or the machine-wide turns
         if cpu_lock is not None:
             from textprop.engines.core_turns import CoreTurns
 
@@ -460,7 +460,7 @@ class LocalEngine(Engine):
                 llama.reset()  # evaluate the whole prompt afresh: the reply depends only on it
             start = time.perf_counter()
             try:
-                with self._turns or contextlib.nullcontext():  # the whole call: one turn
+                with self._turns:  # the whole call is one turn
                     reply = llama.create_chat_completion(**self._call_kwargs(request))
             except ValueError as exc:  # e.g. "Requested tokens (N) exceed context window"
                 raise EngineRequestError(f"{exc} (n_ctx={self.n_ctx})",
@@ -585,6 +585,9 @@ class LocalEngine(Engine):
             if self._llama is not None:
                 self._llama.close()
                 self._llama = None
+            close_turns = getattr(self._turns, "close", None)
+            if close_turns is not None:
+                close_turns()  # its lock file's descriptor
 
 
 def _chat_formatter(llama: Any) -> Any:
