@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from textprop.engines.base import Completion, Message, Request, Usage
@@ -136,7 +136,7 @@ class OpenAIEngine(SDKEngine["AsyncOpenAI"]):
         client = self._client()
         params = self.request_params(request)
         start = time.perf_counter()
-        response = await self._create(client, client.chat.completions.create, params)
+        response = await self._create(client, self._chat_completions(client), params)
         if self.stream:
             text, finish, usage = await self._read_stream(response, client, params["model"])
         else:
@@ -148,6 +148,28 @@ class OpenAIEngine(SDKEngine["AsyncOpenAI"]):
         return Completion(text=text, parsed=parsed, usage=usage, finish_reason=finish,
                           latency_s=time.perf_counter() - start,
                           model=f"{self.provider}:{params['model']}")
+
+    def _chat_completions(self, client: AsyncOpenAI) -> Callable[..., Awaitable[Any]]:
+        """`client.chat.completions.create`, minus the SDK's per-call transform of the params.
+
+        `request_params` builds plain JSON (strings, numbers, lists, dicts), which the
+        transform hands back unchanged at ~1.7 ms of CPU a call, a third of the client's
+        cost per call at 32 in flight (docs/benchmarks.md, B1 floor). The SDK's `post`, the
+        same one `create` ends in, keeps the rest: auth, retries, errors, reply parsing.
+        """
+        from openai import AsyncStream
+        from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+        async def create(*, extra_body: dict[str, Any] | None = None, stream: bool = False,
+                         **body: Any) -> Any:
+            if stream:
+                body["stream"] = True
+            return await client.post(
+                "/chat/completions", body=body, cast_to=ChatCompletion,
+                options={"extra_json": extra_body} if extra_body else {},
+                stream=stream, stream_cls=AsyncStream[ChatCompletionChunk])
+
+        return create
 
     def _read_reply(self, response: Any, client: AsyncOpenAI) -> tuple[str, str | None, Usage]:
         choices = getattr(response, "choices", None)
