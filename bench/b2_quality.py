@@ -44,6 +44,9 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from bounded_run import run_bounded  # noqa: E402
+
 TG_PYTHON = ROOT / "bench/.venv-textgrad/bin/python"
 DATA = (ROOT / "../shared/data").resolve()
 BBH_PROMPT = ("You will answer a reasoning question. Think step by step. The last line of "
@@ -80,31 +83,6 @@ def start_llama(gguf: str, port: int, threads: int, batch_threads: int, log: Pat
     raise RuntimeError("llama server did not start in 120 s")
 
 
-def run_bounded(cmd: list[str], deadline_s: float, **kw) -> tuple[subprocess.CompletedProcess,
-                                                                   float, bool]:
-    """Run with a deadline: SIGTERM at the deadline (partial results are written), then
-    SIGKILL 180 s later."""
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            **kw)
-    killed = False
-    try:
-        out, err = proc.communicate(timeout=deadline_s)
-    except BaseException as error:
-        if not isinstance(error, subprocess.TimeoutExpired):  # the harness itself stops
-            proc.kill()
-            raise
-        killed = True
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out, err = proc.communicate(timeout=180)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-    return (subprocess.CompletedProcess(cmd, proc.returncode, out, err),
-            time.perf_counter() - t, killed)
-
-
 def run_textgrad(args, url: str, work: Path) -> dict:
     work.mkdir(parents=True)
     out = work / "result.json"
@@ -119,7 +97,7 @@ def run_textgrad(args, url: str, work: Path) -> dict:
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
            "XDG_CACHE_HOME": str(work / "cache"), "TG_DATA_ROOT": str(work / "data"),
            "OPENAI_API_KEY": "not-needed"}
-    proc, wall, killed = run_bounded(cmd, args.deadline_min * 60, cwd=work, env=env)
+    proc, wall, killed = run_bounded(cmd, args.deadline_min * 60, grace_s=180, cwd=work, env=env)
     r = json.loads(out.read_text()) if out.exists() else {}
     calls = r.get("calls") or {}
     return {"framework": "textgrad 0.1.8", "wall_s": round(wall, 1), "killed_at_deadline":
@@ -185,7 +163,7 @@ enabled = false
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OPENAI_API_KEY": "not-needed"}
     cmd = [str(Path(sys.executable).with_name("textprop")), "optimize", str(config),
            "--no-cache", "--run-dir", str(work / "run"), "--json"]
-    proc, wall, killed = run_bounded(cmd, args.deadline_min * 60, cwd=work, env=env)
+    proc, wall, killed = run_bounded(cmd, args.deadline_min * 60, grace_s=180, cwd=work, env=env)
     try:
         summary = json.loads(proc.stdout)
     except ValueError:

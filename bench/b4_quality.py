@@ -75,6 +75,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 from b4_proxy import CountingProxy, read_log  # noqa: E402
+from bounded_run import run_bounded  # noqa: E402
 
 DATA = (ROOT / "../shared/data").resolve()
 RESULTS = ROOT / "bench/results/b4_quality.json"
@@ -274,27 +275,6 @@ def evaluate(prompt: str, rows: list[dict], metric: str, url: str, model: str,
 
 
 # --- running a framework --------------------------------------------------------------------
-def run_bounded(cmd: list[str], deadline_s: float, **kw) -> tuple[int, str, str, bool]:
-    """Run with a deadline: SIGTERM at the deadline, SIGKILL 60 s later."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            **kw)
-    killed = False
-    try:
-        out, err = proc.communicate(timeout=deadline_s)
-    except subprocess.TimeoutExpired:
-        killed = True
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out, err = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-    except BaseException:
-        proc.kill()
-        raise
-    return proc.returncode, out, err, killed
-
-
 def textgrad_schedule(budget: int, val: int, train: int) -> dict[str, int]:
     """Steps of TextGrad's loop whose task-model runs match `budget` (GEPA's count)."""
     total = max(0, (budget - val) // (MINIBATCH + val))
@@ -370,7 +350,8 @@ def run_textprop(framework, data, args, seed, task_url, writer_url, models, work
     cmd = [sys.executable, "-m", "textprop.cli", "optimize", str(config), "--no-cache",
            "--run-dir", str(work / "run"), "--json"] + (["--resume"] if resume else [])
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OPENAI_API_KEY": "not-needed"}
-    code, out, err, killed = run_bounded(cmd, args.deadline_min * 60, cwd=work, env=env)
+    proc, _, killed = run_bounded(cmd, args.deadline_min * 60, cwd=work, env=env)
+    code, err = proc.returncode, proc.stderr
     out_info: dict[str, Any] = {"returncode": code, "killed_at_deadline": killed,
                                 "stderr_tail": err[-1500:]}
     ledger_file = work / "run" / "ledger.sqlite3"
@@ -413,7 +394,8 @@ def run_gepa(framework, data, args, seed, task_url, writer_url, models, work: Pa
     cmd = [str(GEPA_PYTHON), str(ROOT / "bench/b4_gepa_adapter.py"), str(work / "spec.json"),
            str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OPENAI_API_KEY": "not-needed"}
-    code, _, err, killed = run_bounded(cmd, args.deadline_min * 60, cwd=work, env=env)
+    proc, _, killed = run_bounded(cmd, args.deadline_min * 60, cwd=work, env=env)
+    code, err = proc.returncode, proc.stderr
     r = json.loads(out.read_text()) if out.exists() else {}
     info = {"returncode": code, "killed_at_deadline": killed, "stderr_tail": err[-1500:],
             **{k: r.get(k) for k in ("baseline_val", "best_val", "metric_calls",
@@ -444,7 +426,8 @@ def run_textgrad(framework, data, args, seed, task_url, writer_url, models, work
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
            "XDG_CACHE_HOME": str(work / "cache"), "TG_DATA_ROOT": str(work / "data"),
            "OPENAI_API_KEY": "not-needed"}
-    code, _, err, killed = run_bounded(cmd, args.deadline_min * 60, cwd=work, env=env)
+    proc, _, killed = run_bounded(cmd, args.deadline_min * 60, cwd=work, env=env)
+    code, err = proc.returncode, proc.stderr
     r = json.loads(out.read_text()) if out.exists() else {}
     info = {"returncode": code, "killed_at_deadline": killed, "stderr_tail": err[-1500:],
             "schedule": plan, "metric_calls": plan["metric_calls"],
