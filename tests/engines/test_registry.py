@@ -27,6 +27,8 @@ from textprop.errors import ConfigError, EngineUnavailableError
     ("  LOCAL ", EngineSpec("local")),
     ("local:0.5b", EngineSpec("local", size="0.5b")),
     ("local:1.5B", EngineSpec("local", size="1.5b")),
+    ("local:0.5b-q4_0", EngineSpec("local", size="0.5b", weights="q4_0")),
+    ("local:1.5b-Q8_0+batch8", EngineSpec("local", size="1.5b", weights="q8_0", n_parallel=8)),
     ("llamacpp:/models/x.gguf", EngineSpec("llamacpp", path=Path("/models/x.gguf"))),
     ("openai:gpt-4o-mini", EngineSpec("openai", "gpt-4o-mini")),
     ("OpenAI:gpt-4o", EngineSpec("openai", "gpt-4o")),
@@ -88,6 +90,7 @@ def test_ollama_base_url_env_is_honored(monkeypatch: pytest.MonkeyPatch) -> None
 @pytest.mark.parametrize(("spec", "fragment"), [
     ("", "empty"),
     ("local:7b", "unknown local model size '7b'"),
+    ("local:0.5b-q2_k", "unknown local weights 'q2_k' (known: q4_k_m, q8_0, q4_0)"),
     ("openai:", "needs a model name"),
     ("anthropic:  ", "needs a model name"),
     ("llamacpp:", "needs a model file path"),
@@ -188,6 +191,8 @@ def test_dispatch_batched_local(fake_providers: dict[str, type]) -> None:
     assert get_engine("local+batch").kwargs == {"n_parallel": 8}
     assert get_engine("local:1.5b+batch16").kwargs == {"size": "1.5b", "n_parallel": 16}
     assert get_engine("llamacpp:/m/x.gguf+batch4").kwargs == {"n_parallel": 4}
+    assert get_engine("local:0.5b-q4_0+batch").kwargs == {"size": "0.5b", "weights": "q4_0",
+                                                         "n_parallel": 8}
     with pytest.raises(ConfigError, match="N >= 2"):
         get_engine("local+batch1")
 

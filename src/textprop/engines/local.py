@@ -36,6 +36,7 @@ from textprop.engines.base import (
     require_images_support,
 )
 from textprop.engines.llama_grammar import llama_cpp_schema
+from textprop.engines.local_weights import PINNED, check_weights, ensure_weights
 from textprop.errors import (
     ConfigError,
     EngineError,
@@ -337,6 +338,11 @@ class LocalEngine(Engine):
     process using the same path (`core_turns.CoreTurns`): one llama.cpp decode at a time
     machine-wide, so two embedded servers do not fight over the same cores.
 
+    `weights` ("q4_k_m", the shipped files; "q4_0" or "q8_0", spec `local:0.5b-q4_0`) runs
+    the model re-encoded in another format (`local_weights`): Q4_0 batches faster on CPUs
+    without AVX-512 and answers differently; the engine's name says the format, so the cache
+    never mixes the two.
+
     `Request.model` is ignored: the engine runs the one model it was built with.
     `reuse_prompt_cache=True` (one-at-a-time path only) lets a call reuse the KV cache of the
     previous call's shared prompt prefix: faster, but the reply then depends on the previous
@@ -350,7 +356,8 @@ class LocalEngine(Engine):
                  n_ctx: int = 4096, n_threads: int | None = None, seed: int = 0,
                  verbose: bool = False, reuse_prompt_cache: bool = False,
                  cache_dir: Path | None = None, n_parallel: int = DEFAULT_N_PARALLEL,
-                 share_prefix: bool = True, cpu_lock: str | Path | None = None) -> None:
+                 share_prefix: bool = True, cpu_lock: str | Path | None = None,
+                 weights: str = PINNED) -> None:
         if n_parallel < 1:
             raise ConfigError(f"n_parallel must be at least 1, got {n_parallel}")
         self.n_ctx = n_ctx
@@ -366,7 +373,11 @@ class LocalEngine(Engine):
         self.seed = seed
         self.verbose = verbose
         self.cache_dir = cache_dir
+        self.weights = check_weights(weights)
         if model_path is not None:
+            if self.weights != PINNED:
+                raise ConfigError("weights= re-encodes a shipped model ('local:SIZE-WEIGHTS'); "
+                                  "a GGUF file given by path is loaded as it is")
             self.spec: ModelSpec | None = None
             self.model_path: Path | None = Path(model_path).expanduser()
             self.name = f"llamacpp:{self.model_path.name}"
@@ -377,7 +388,8 @@ class LocalEngine(Engine):
         else:
             self.spec = model_spec(size)
             self.model_path = None
-            self.name = f"local:{self.spec.title}"
+            self.name = f"local:{self.spec.title}" + (
+                "" if self.weights == PINNED else f"-{self.weights}")
             check_available(self.spec, cache_dir=cache_dir)
         if n_parallel > 1:  # its answers are not those of the one-at-a-time engine
             self.name = f"{self.name}+batch{n_parallel}"
@@ -396,7 +408,11 @@ class LocalEngine(Engine):
         """The Llama object, built on first use. Call with `self._lock` held."""
         if self._llama is not None:
             return self._llama
-        path = self.model_path or ensure_model(self.spec or DEFAULT_SIZE, cache_dir=self.cache_dir)
+        path = self.model_path
+        if path is None:
+            spec = self.spec or model_spec(DEFAULT_SIZE)
+            path = ensure_weights(ensure_model(spec, cache_dir=self.cache_dir), spec.sha256,
+                                  self.weights)
         try:
             from llama_cpp import Llama
         except ImportError as exc:
