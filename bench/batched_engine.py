@@ -18,6 +18,11 @@ already there, so a long run can be resumed):
     python bench/batched_engine.py                      # everything (~20 min on 2 cores)
     python bench/batched_engine.py --skip-demo          # throughput only (~5 min)
     python bench/batched_engine.py --out bench/results/batched_engine.json
+    python bench/batched_engine.py --weights q4_0 --out bench/results/batched_engine_q4_0.json
+
+`--weights q4_0` (or q8_0) runs the "after" engines on the model re-encoded in that format
+(`local:0.5b-q4_0+batchN`, textprop.engines.local_weights); "before" stays the shipped
+engine, so the ratio is against the same baseline. The cells are then keyed `after-q4_0`.
 """
 
 from __future__ import annotations
@@ -78,6 +83,11 @@ async def _throughput(engine: Any, k: int, n: int, max_tokens: int) -> dict[str,
             "finish": sorted({c.finish_reason for c in done})}
 
 
+def _label(name: str, args: argparse.Namespace) -> str:
+    """A cell's engine label: "after" with re-encoded weights says which."""
+    return name if name == "before" or args.weights == "q4_k_m" else f"{name}-{args.weights}"
+
+
 def _wanted(key: str, args: argparse.Namespace) -> bool:
     return not args.only or any(part in key for part in args.only)
 
@@ -90,7 +100,7 @@ def run_throughput(results: dict[str, Any], path: Path, args: argparse.Namespace
     def engine(name: str) -> Any:
         if name not in engines:
             engines[name] = (LocalEngine(n_parallel=1) if name == "before"
-                             else LocalEngine(n_parallel=16))
+                             else LocalEngine(n_parallel=16, weights=args.weights))
             asyncio.run(engines[name].acomplete(__import__(
                 "textprop.engines.base", fromlist=["Request"]).Request.chat(
                     "Say hi.", max_tokens=2)))  # load outside the timing
@@ -98,7 +108,7 @@ def run_throughput(results: dict[str, Any], path: Path, args: argparse.Namespace
 
     for k in args.levels:
         for name in ("before", "after"):
-            key = f"throughput/{name}/{k}"
+            key = f"throughput/{_label(name, args)}/{k}"
             if key in results["cells"] or not _wanted(key, args):
                 continue
             n = max(args.requests, k)
@@ -114,16 +124,17 @@ def run_throughput(results: dict[str, Any], path: Path, args: argparse.Namespace
 def run_demo(results: dict[str, Any], path: Path, args: argparse.Namespace) -> None:
     textprop = Path(sys.executable).with_name("textprop")
     n = args.demo_concurrency
+    w = "" if args.weights == "q4_k_m" else f"-{args.weights}"
     variants = {
         "before": ["--set", "engines.concurrency=1"],  # the demo as shipped
         "after": ["--set", f"engines.concurrency={n}",
-                  "--set", f"engines.default=local+batch{n}",
-                  "--set", f"engines.feedback=local:1.5b+batch{n}",
-                  "--set", f"engines.optimizer=local:1.5b+batch{n}"],
+                  "--set", f"engines.default=local:0.5b{w}+batch{n}",
+                  "--set", f"engines.feedback=local:1.5b{w}+batch{n}",
+                  "--set", f"engines.optimizer=local:1.5b{w}+batch{n}"],
     }
     env = dict(os.environ)
     for name in ("before", "after"):
-        key = f"demo/{name}"
+        key = f"demo/{_label(name, args)}"
         if key in results["cells"] or not _wanted(key, args):
             continue
         run_dir = Path(args.scratch) / f"demo-{name}-{int(time.time())}"
@@ -160,6 +171,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", default=[],
                         help="run only the cells whose key contains one of these, e.g. before")
     parser.add_argument("--scratch", default="/tmp/textprop-bench-batched")
+    parser.add_argument("--weights", default="q4_k_m", choices=["q4_k_m", "q8_0", "q4_0"],
+                        help="weights of the 'after' engines (default: the shipped Q4_K_M)")
     args = parser.parse_args()
     results = _load(args.out)
     results.setdefault("machine", {"platform": platform.platform(), "cpus": os.cpu_count(),
