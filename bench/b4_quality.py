@@ -41,7 +41,7 @@ the earlier parts' calls and tokens; only TextGrad's loop, which keeps no state,
 from scratch (its earlier part is discarded, calls included). Several harness processes may
 run different cells against the same servers at once (the results file is locked).
 
-    python bench/b4_quality.py --start-servers                   # every missing cell
+    python bench/b4_quality.py --start-servers                   # every missing core cell
     python bench/b4_quality.py --task-url URL --writer-url URL   # servers already running
     python bench/b4_quality.py --start-servers --frameworks gepa --tasks gsm8k --seeds 1
     python bench/b4_quality.py --table                           # the markdown B4 table
@@ -83,6 +83,10 @@ RUNS = ROOT / "bench/runs/b4"
 TG_PYTHON = ROOT / "bench/.venv-textgrad/bin/python"
 GEPA_PYTHON = ROOT / "bench/.venv-gepa/bin/python"
 FRAMEWORKS = ("pareto", "pareto-demos", "tgd", "gepa", "gepa-merge", "textgrad")
+# What runs unless --frameworks says otherwise: the issue's four frameworks. pareto-demos
+# (demonstrations, off by default after B5) and gepa-merge (merge "if budget allows") are
+# extra cells, run once the core cells are in.
+CORE = ("pareto", "tgd", "gepa", "textgrad")
 # pareto-demos: pareto with a demonstrations parameter of up to DEMOS pairs (B5 on the demo
 # task: 0.150 -> 0.300 held-out over pareto alone, 6 better / 0 worse), bootstrapped from
 # right answers and from the training labels (BBH) or worked solutions (GSM8K's "answer")
@@ -1056,7 +1060,8 @@ def _commit() -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=FRAMEWORKS)
+    p.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS,
+                   help=f"default: {' '.join(CORE)} (--smoke: all)")
     p.add_argument("--tasks", nargs="+", default=["object_counting", "gsm8k"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--max-metric-calls", type=int, default=300,
@@ -1097,6 +1102,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="--smoke: textprop's test server, or textprop serve's HTTP layer in "
                         "front of a scripted engine")
     args = p.parse_args(argv)
+    args.frameworks = args.frameworks or list(FRAMEWORKS if args.smoke else CORE)
     if args.table:
         print(table(load_results(args.out), args.budget))
         return 0
