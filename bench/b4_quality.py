@@ -26,9 +26,14 @@ two OpenAI-compatible servers, at the same budget of task-model runs:
               (baseline validation, then per step a batch of 3 and a validation), so it gets
               S = (M - V) // (3 + V) steps (at most 16 an epoch, whole batches only).
 
-The harness scores every final prompt on the test set itself (the same template, task server,
+The harness scores every final prompt on the test set itself (the same template, test server,
 max_tokens and textprop metric for all; per-example correctness stored), once per distinct
-prompt and task; the starting prompt's test score is computed once per task and shared. A
+prompt and task; the starting prompt's test score is computed once per task and shared.
+The test server is the task model answering one call at a time (`--start-servers` starts
+it; `--test-url` names one), which is byte-for-byte deterministic, so a prompt has one
+test score: the batched engine the frameworks optimize against is ~2x faster but its
+answers depend on their batch-mates (two runs of the starting prompt on it: 0.25 and 0.21
+on the same 100 object_counting questions, 6 of them answered differently). A
 counting proxy of its own (bench/b4_proxy.py) sits in front of each server for each cell, so
 calls and tokens per role are counted the same way for every framework.
 
@@ -544,6 +549,7 @@ def run_cell(task: str, framework: str, seed: int, data: dict, args, servers: di
             start = load_results(results_path)["starts"][task]
             cell |= {"start_test": start["score"], "final_test": test["score"],
                      "test_n": test["n"], "final_test_per_example": test["per_example"],
+                     "test_model": servers["models"]["test"],
                      "test_eval": {"shared": test.get("shared", False), **test["usage"],
                                    "wall_s": test["wall_s"]}}
         except Exception as error:
@@ -560,29 +566,32 @@ def run_cell(task: str, framework: str, seed: int, data: dict, args, servers: di
 
 def test_eval(task: str, prompt: str, data: dict, args, servers: dict,
               results_path: Path) -> dict[str, Any]:
-    """The harness's test score of `prompt`, once per distinct prompt and task."""
-    key = sha(prompt)
+    """The harness's test score of `prompt` by the test server's model, once per distinct
+    prompt, task and test model (scores of another test model are not reused)."""
+    model = servers["models"]["test"]
+    key = f"{sha(prompt)}@{model}"
     known = load_results(results_path)["test_evals"].get(task, {}).get(key)
     if known is not None:
         return {**known, "shared": True}
-    result = evaluate(prompt, data["test"], data["metric"], servers["task"],
-                      servers["models"]["task"], args.max_tokens, args.workers,
-                      args.call_timeout)
-    result["prompt"] = prompt
+    result = evaluate(prompt, data["test"], data["metric"], servers["test"], model,
+                      args.max_tokens, args.workers, args.call_timeout)
+    result |= {"prompt": prompt, "model": model}
     update_results(results_path, lambda r: r["test_evals"].setdefault(task, {})
                    .__setitem__(key, result))
     return result
 
 
 def ensure_start(task: str, data: dict, args, servers: dict, results_path: Path) -> None:
-    """The starting prompt's test score, computed once per task and shared by every cell."""
-    if task in load_results(results_path)["starts"]:
+    """The starting prompt's test score, computed once per task and test model and shared
+    by every cell."""
+    known = load_results(results_path)["starts"].get(task)
+    if known is not None and known.get("model") == servers["models"]["test"]:
         return
     print(f"{time.strftime('%H:%M:%S')} {task}: the starting prompt on {len(data['test'])} "
           "test examples ...", file=sys.stderr, flush=True)
     result = test_eval(task, data["prompt"], data, args, servers, results_path)
     start = {"prompt": data["prompt"], "prompt_sha": sha(data["prompt"]),
-             "score": result["score"], "n": result["n"],
+             "model": servers["models"]["test"], "score": result["score"], "n": result["n"],
              "per_example": result["per_example"],
              "finished_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     update_results(results_path, lambda r: r["starts"].__setitem__(task, start))
@@ -989,16 +998,20 @@ def run_all(args, out: Path) -> None:
         return
     try:
         if args.start_servers:
-            for port in (args.task_port, args.writer_port):
+            roles = [("task", args.task_model_spec, args.task_port, args.server_n_parallel),
+                     ("writer", args.writer_model_spec, args.writer_port,
+                      args.server_n_parallel)]
+            if not args.test_url:  # the task model, deterministic: a prompt has one score
+                roles.append(("test", args.task_model_spec, args.test_port, 1))
+            for _, _, port, _ in roles:
                 if not port_is_free(port):
                     raise SystemExit(f"b4: port {port} is in use; choose --task-port / "
-                                     "--writer-port, or pass --task-url / --writer-url")
+                                     "--writer-port / --test-port, or pass the URLs")
             log_dir = Path(tempfile.mkdtemp(prefix="b4-servers-", dir=_scratch()))
-            for role, model, port in (("task", args.task_model_spec, args.task_port),
-                                      ("writer", args.writer_model_spec, args.writer_port)):
+            for role, model, port, n_parallel in roles:
                 print(f"{time.strftime('%H:%M:%S')} starting textprop serve --model {model} "
                       f"--port {port} ...", file=sys.stderr, flush=True)
-                proc, url = start_server(serve_command(model, port, args.server_n_parallel,
+                proc, url = start_server(serve_command(model, port, n_parallel,
                                                        log_dir / "cores.lock"),
                                          port, log_dir / f"{role}.log")
                 procs.append(proc)
@@ -1007,8 +1020,9 @@ def run_all(args, out: Path) -> None:
             if not (args.task_url and args.writer_url):
                 raise SystemExit("b4: give --task-url and --writer-url, or --start-servers")
             servers["task"], servers["writer"] = args.task_url, args.writer_url
-        servers["models"] = {"task": model_id(servers["task"]),
-                             "writer": model_id(servers["writer"])}
+        servers.setdefault("test", args.test_url or servers["task"])
+        servers["models"] = {role: model_id(servers[role])
+                             for role in ("task", "writer", "test")}
         protocol = protocol_of(args)
 
         def meta(r: dict) -> None:
@@ -1021,7 +1035,7 @@ def run_all(args, out: Path) -> None:
                 "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 "machine": f"{platform.machine()} {os.cpu_count()} cpu, "
                            f"{platform.python_implementation()} {platform.python_version()}",
-                "servers": {k: servers[k] for k in ("task", "writer")},
+                "servers": {k: servers[k] for k in ("task", "writer", "test")},
                 "models": servers["models"], "commit": _commit()})
 
         update_results(out, meta)
@@ -1076,13 +1090,19 @@ def main(argv: list[str] | None = None) -> int:
                         "test evaluator's threads, TextGrad's --threads)")
     p.add_argument("--task-url", help="the task model's server (OpenAI-compatible base URL)")
     p.add_argument("--writer-url", help="the writer model's server")
+    p.add_argument("--test-url",
+                   help="the server that scores test prompts (default with --start-servers: "
+                        "the task model one call at a time, byte-for-byte deterministic; "
+                        "else --task-url)")
     p.add_argument("--start-servers", action="store_true",
-                   help="start `textprop serve` for both models (ports --task-port, "
-                        "--writer-port) and stop them at the end")
+                   help="start `textprop serve` for both models and the test server (ports "
+                        "--task-port, --writer-port, --test-port), one --cpu-lock for all, "
+                        "and stop them at the end")
     p.add_argument("--task-model-spec", default="local")
     p.add_argument("--writer-model-spec", default="local:1.5b")
     p.add_argument("--task-port", type=int, default=8781)
     p.add_argument("--writer-port", type=int, default=8782)
+    p.add_argument("--test-port", type=int, default=8783)
     p.add_argument("--server-n-parallel", type=int, default=None,
                    help="textprop serve --n-parallel (default: the server's, batched; 1 is "
                         "the byte-for-byte deterministic engine)")

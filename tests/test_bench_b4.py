@@ -258,3 +258,41 @@ def test_a_harness_killed_mid_cell_resumes_the_cell_where_it_stopped(tmp_path: P
     assert cell["usage_by_role"]["task"]["calls"] == len(b4.read_log(work / "calls-task.jsonl"))
     assert cell["usage_by_role"]["task"]["calls"] > paid_first > 0
     assert "2 parts" in b4.table(json.loads(out.read_text()))
+
+
+def test_test_prompts_are_scored_by_the_test_server_and_never_reused_across_its_models(
+        tmp_path: Path) -> None:
+    data = b4.load_task("object_counting", 6, 8)
+    targets = {r["input"].strip(): r["target"] for split in ("train", "val", "test")
+               for r in data[split]}
+    task_reply, _ = b4.smoke_replies(targets)
+    out = tmp_path / "b4.json"
+    out.write_text(json.dumps({"benchmark": "b4", "protocol": None, "cells": {}, "runs": [],
+                               "test_evals": {}, "starts": {"object_counting": {
+                                   "prompt": data["prompt"], "score": 0.5, "n": 8,
+                                   "per_example": {}}}}))  # scored by an unnamed model
+    argv = ["--tasks", "object_counting", "--frameworks", "tgd", "--seeds", "0", "--val", "6",
+            "--test", "8", "--max-metric-calls", "40", "--max-tokens", "64",
+            "--writer-max-tokens", "64", "--workers", "2", "--deadline-min", "5",
+            "--out", str(out), "--runs", str(tmp_path / "runs")]
+    with TestServer(reply=task_reply, models=["batched"]) as task, \
+            TestServer(reply=task_reply, models=["one-at-a-time"]) as test, \
+            TestServer(reply="feedback") as writer:
+        assert b4.main(argv + ["--task-url", task.base_url, "--writer-url", writer.base_url,
+                               "--test-url", test.base_url]) == 0
+        test_questions = {r["input"] for r in data["test"]}
+        assert not [r for r in task.requests if r.path.endswith("/chat/completions")
+                    and b4_last_user(r) in test_questions]
+        scored = [r for r in test.requests if r.path.endswith("/chat/completions")]
+        assert {b4_last_user(r) for r in scored} == test_questions
+    results = json.loads(out.read_text())
+    # the starting prompt scored again (the recorded start named no model), then the final
+    # prompt if it differs: every distinct prompt once, on the test server only
+    assert len(scored) == 8 * len(results["test_evals"]["object_counting"])
+    assert results["starts"]["object_counting"]["model"] == "one-at-a-time"
+    assert results["cells"]["object_counting/tgd/seed0/mmc40"]["test_model"] == "one-at-a-time"
+    assert all(key.endswith("@one-at-a-time") for key in results["test_evals"]["object_counting"])
+
+
+def b4_last_user(request) -> str:  # noqa: ANN001
+    return [m for m in request.body["messages"] if m["role"] == "user"][-1]["content"]
