@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from textprop.errors import TextpropError
+from textprop.errors import BudgetExceeded, TextpropError
 from textprop.train.events import RunCallback
 
 
@@ -280,7 +280,13 @@ def _start(args: argparse.Namespace, config: Any, config_path: Path, trainer: An
             estimate=bound.to_dict() if bound else None)
     if engines.unpriced:  # the report shows their cost as unknown, not $0
         trainer.ledger.set_meta(unpriced=engines.unpriced)
-    result = trainer.run(resume=args.resume)
+    try:
+        result = trainer.run(resume=args.resume)
+    except BudgetExceeded as error:  # not a failure of the run: accepted steps are kept
+        raise BudgetExceeded(
+            f"{error}. The run keeps every finished step; to go on, raise the limit in "
+            f"[budget] and run: {_resume_command(trainer.ledger, run_dir)}",
+            usage=error.usage) from None
     from textprop.report import write_report
 
     if result.already_finished:

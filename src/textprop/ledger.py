@@ -97,6 +97,13 @@ CREATE TABLE IF NOT EXISTS calls (
     cached INTEGER NOT NULL,
     ok INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS paid_calls (   -- every call sent to a provider, filed as it ends
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    engine TEXT NOT NULL,
+    role TEXT NOT NULL,
+    tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS step_outputs (
     step INTEGER NOT NULL,
     example_id TEXT NOT NULL,          -- a batch (or a pareto parent's minibatch) example
@@ -251,6 +258,7 @@ class Ledger:
             self._db = self._connect()
         except sqlite3.Error as error:
             raise storage_error(error, self.path, "open the ledger") from None
+        self._journal: sqlite3.Connection | None = None
 
     def _connect(self) -> sqlite3.Connection:
         if self.read_only:
@@ -294,6 +302,8 @@ class Ledger:
         return cls(Path(run_dir) / cls.FILE_NAME, read_only=read_only)
 
     def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
         self._db.close()
 
     @contextmanager
@@ -385,6 +395,22 @@ class Ledger:
               c["cost_usd"], c["latency_s"], int(c["cached"]), int(c.get("ok", True)))
              for c in calls])
 
+    @_storage("write to the ledger")
+    def record_paid_call(self, engine: str, role: str, tokens: int, cost_usd: float) -> None:
+        """File a call sent to a provider the moment it ends, not with its step: a run cut
+        off mid-step has paid for the step's calls, and its resumed budget must count them.
+
+        On a connection of its own that does not wait for the disk (WAL, synchronous=NORMAL):
+        a commit survives a killed process, and costs microseconds, not an fsync per call.
+        """
+        if self._journal is None:
+            self._journal = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                            check_same_thread=False)
+            self._journal.execute("PRAGMA synchronous=NORMAL")
+        self._journal.execute(
+            "INSERT INTO paid_calls (engine, role, tokens, cost_usd) VALUES (?,?,?,?)",
+            (engine, role, tokens, cost_usd))
+
     def update_step_status(self, step: int, status: str, reason: str,
                            values: dict[str, str] | None = None,
                            best_val_score: float | None = None) -> None:
@@ -471,6 +497,19 @@ class Ledger:
         row = self._db.execute("SELECT decision FROM approvals WHERE step = ?",
                                (step,)).fetchone()
         return None if row is None else row["decision"]
+
+    @_storage("read the ledger")
+    def paid(self) -> tuple[int, int, float]:
+        """(calls, tokens, dollars) sent to providers by every part of the run so far. A
+        ledger from before the journal counts the uncached calls filed with its steps."""
+        calls, tokens, cost = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(tokens), 0), COALESCE(SUM(cost_usd), 0) "
+            "FROM paid_calls").fetchone()
+        if calls == 0:
+            calls, tokens, cost = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(input_tokens + output_tokens), 0), "
+                "COALESCE(SUM(cost_usd), 0) FROM calls WHERE cached = 0").fetchone()
+        return calls, tokens, cost
 
     @_storage("read the ledger")
     def usage_by_role(self) -> dict[str, dict[str, float]]:

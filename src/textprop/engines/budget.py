@@ -21,6 +21,9 @@ usage so far + reservations of calls in flight + this estimate would pass a limi
     cost    the same token estimates at the model's price (an unpriced model is a ConfigError
             when `max_cost_usd` is set: the limit could not be enforced)
 
+A resumed run's budget starts from what its earlier parts paid (`carry_over`, from the
+ledger's journal of paid calls), so a limit holds for the run, not for each process.
+
 When the call returns, its reservation is replaced by what the meter recorded. A reply longer
 than its estimate (no max_tokens) can still pass the limit once; the next call is then refused.
 """
@@ -63,6 +66,7 @@ class _Account:
     max_cost_usd: float | None
     meters: list[Meter] = field(default_factory=list)
     reserved: _Reserved = field(default_factory=_Reserved)
+    earlier: _Reserved = field(default_factory=_Reserved)  # paid by earlier parts of the run
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def usage(self) -> UsageSummary:
@@ -126,14 +130,22 @@ class Budget(Engine):
         """Usage counted against this budget (of every stack sharing it)."""
         return self._account.usage()
 
+    def carry_over(self, calls: int, tokens: int, cost_usd: float) -> None:
+        """Count what earlier parts of the same run paid (a resumed run), so the limits hold
+        for the run as a whole, not afresh for each process that works on it."""
+        with self._account.lock:
+            self._account.earlier = _Reserved(calls, tokens, cost_usd)
+
     def remaining(self) -> dict[str, float | None]:
         """What is left of each limit (None: no limit), not counting calls in flight."""
-        total = self.usage().total
+        total, e = self.usage().total, self._account.earlier
         return {
-            "calls": None if self.max_calls is None else self.max_calls - total.provider_calls,
-            "tokens": None if self.max_tokens is None else self.max_tokens - total.total_tokens,
+            "calls": None if self.max_calls is None
+            else self.max_calls - total.provider_calls - e.calls,
+            "tokens": None if self.max_tokens is None
+            else self.max_tokens - total.total_tokens - e.tokens,
             "cost_usd": None if self.max_cost_usd is None
-            else self.max_cost_usd - total.cost_usd,
+            else self.max_cost_usd - total.cost_usd - e.cost_usd,
         }
 
     async def acomplete(self, request: Request) -> Completion:
@@ -170,19 +182,21 @@ class Budget(Engine):
                               "(USD per 1M input/output tokens)", field="max_cost_usd")
         account = self._account
         with account.lock:
-            total = account.usage().total
-            r = account.reserved
+            total, r, e = account.usage().total, account.reserved, account.earlier
+            calls, used_tokens, spent = (total.provider_calls + e.calls,
+                                         total.total_tokens + e.tokens, total.cost_usd + e.cost_usd)
+            earlier = " by this run so far" if e.calls else ""
             over = []
-            if self.max_calls is not None and total.provider_calls + r.calls + 1 > self.max_calls:
-                over.append(f"{total.provider_calls} calls made and {r.calls} in flight, "
+            if self.max_calls is not None and calls + r.calls + 1 > self.max_calls:
+                over.append(f"{calls} calls made{earlier} and {r.calls} in flight, "
                             f"max_calls={self.max_calls}")
             if self.max_tokens is not None and \
-                    total.total_tokens + r.tokens + tokens > self.max_tokens:
-                over.append(f"{total.total_tokens} tokens used, {r.tokens} reserved in flight "
+                    used_tokens + r.tokens + tokens > self.max_tokens:
+                over.append(f"{used_tokens} tokens used{earlier}, {r.tokens} reserved in flight "
                             f"and up to {tokens} for this call, max_tokens={self.max_tokens}")
             if self.max_cost_usd is not None and \
-                    total.cost_usd + r.cost_usd + (cost or 0.0) > self.max_cost_usd:
-                over.append(f"${total.cost_usd:.4f} spent, ${r.cost_usd:.4f} reserved in flight "
+                    spent + r.cost_usd + (cost or 0.0) > self.max_cost_usd:
+                over.append(f"${spent:.4f} spent{earlier}, ${r.cost_usd:.4f} reserved in flight "
                             f"and up to ${cost:.4f} for this call, "
                             f"max_cost_usd={self.max_cost_usd}")
             if not over:

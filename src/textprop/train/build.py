@@ -11,6 +11,7 @@ from textprop.data.benchmarks import load_bbh, load_gsm8k
 from textprop.data.dataset import Splits, load_dataset
 from textprop.data.tasks import builtin_task
 from textprop.engines.base import Engine
+from textprop.engines.budget import Budget
 from textprop.engines.cache import Cache, default_cache_path
 from textprop.engines.metering import Meter, PriceTable
 from textprop.engines.stack import build_stack, find_layer
@@ -254,7 +255,9 @@ def build_trainer(config: RunConfig, run_dir: Path,
     check = getattr(metric, "check", None)
     for example in (*splits.train, *splits.val, *splits.test) if check else ():
         check(example)  # every target is one the metric can read
+    budgets = [b for e in engines.by_spec.values() if (b := find_layer(e, Budget)) is not None]
     trainer = Trainer(pipeline, metric, optimizer, engines.feedback,
                       splits, settings, run_dir, strategy=strategy, meters=engines.meters,
-                      progress=progress, counter=counter, callbacks=callbacks or [])
+                      budgets=budgets, progress=progress, counter=counter,
+                      callbacks=callbacks or [])
     return trainer, engines

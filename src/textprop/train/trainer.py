@@ -86,7 +86,8 @@ class Trainer:
     def __init__(self, pipeline: Pipeline, metric: Any, optimizer: Optimizer,
                  feedback_engine: Engine, splits: Splits, settings: TrainerSettings,
                  run_dir: str | Path, *, strategy: Strategy | None = None,
-                 meters: Sequence[Any] = (), callbacks: Sequence[RunCallback] = (),
+                 meters: Sequence[Any] = (), budgets: Sequence[Any] = (),
+                 callbacks: Sequence[RunCallback] = (),
                  progress: Callable[[str], None] | None = None,
                  counter: Callable[[str, int, int], None] | None = None) -> None:
         self.pipeline, self.metric, self.optimizer = pipeline, metric, optimizer
@@ -96,6 +97,7 @@ class Trainer:
         self.parameters = pipeline.parameters()
         self.events = Events([FunctionCallbacks(progress, counter), *callbacks])
         self._calls: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        self._budgets = list(budgets)  # resumed, they count what earlier parts paid
         for meter in meters:  # the calls' text is copied only while a callback wants it
             meter.on_call(self._on_call, content=lambda: self.events.wants_call_content)
         self.context = RunContext(
@@ -133,6 +135,7 @@ class Trainer:
         Calls are filed in the ledger when the engines carry a `Meter` layer (as those of
         `textprop.get_engine` do)."""
         from textprop.engines.base import as_engine
+        from textprop.engines.budget import Budget
         from textprop.engines.metering import Meter
         from textprop.engines.stack import find_layer
         from textprop.metrics import get_metric
@@ -142,16 +145,21 @@ class Trainer:
         feedback = as_engine(feedback_engine) if feedback_engine is not None else engine
         rewriter = as_engine(optimizer_engine) if optimizer_engine is not None else feedback
         meters: list[Meter] = []  # the ledger's calls table listens to the engines' meters
+        budgets: list[Budget] = []
         for e in (engine, feedback, rewriter, getattr(pipeline, "engine", None)):
             meter = find_layer(e, Meter) if isinstance(e, Engine) else None
             if meter is not None and not any(m is meter for m in meters):
                 meters.append(meter)
+            budget = find_layer(e, Budget) if isinstance(e, Engine) else None
+            if budget is not None and not any(b is budget for b in budgets):
+                budgets.append(budget)
         if isinstance(metric, str):
             metric = get_metric(metric)
         if optimizer is None:
             optimizer = TextualGradientDescent(pipeline.parameters(), engine=rewriter)
         return cls(pipeline, metric, optimizer, feedback, splits, TrainerSettings(**settings),
-                   run_dir, strategy=strategy, callbacks=callbacks, meters=meters)
+                   run_dir, strategy=strategy, callbacks=callbacks, meters=meters,
+                   budgets=budgets)
 
     def _on_call(self, record: Any) -> None:
         call = record.to_dict() if hasattr(record, "to_dict") else dict(record)
@@ -159,6 +167,9 @@ class Trainer:
         # The ledger files the call's metadata only; its text goes to the events, which
         # hand it to the callbacks that asked for it.
         self._calls[step].append({k: v for k, v in call.items() if k not in CONTENT_FIELDS})
+        if not call.get("cached"):
+            self.ledger.record_paid_call(call["engine"], call["role"], call["input_tokens"]
+                                         + call["output_tokens"], call["cost_usd"])
         self.events.on_call(call, step)
 
     def _take_calls(self, step: int) -> list[dict[str, Any]]:
@@ -199,6 +210,9 @@ class Trainer:
                 else ""))
             step = 1
         else:
+            paid = self.ledger.paid()
+            for budget in self._budgets:
+                budget.carry_over(*paid)
             self.strategy.restore(self.ledger)
             if last["status"] == "pending":
                 decision = self.ledger.approval(last["step"])
