@@ -61,7 +61,7 @@ def test_each_call_is_a_span_inside_its_step_with_genai_attributes(tmp_path):
         assert parent.name.startswith(("textprop.step", "textprop.final_test"))
         assert parent.start_time <= span.start_time <= span.end_time <= parent.end_time
         a = span.attributes
-        assert a["gen_ai.system"] == "openai-compatible"
+        assert a["gen_ai.provider.name"] == a["gen_ai.system"] == "openai-compatible"
         assert a["gen_ai.request.model"] == "fake-model"
         assert a["gen_ai.usage.input_tokens"] > 0 and a["gen_ai.usage.output_tokens"] > 0
         assert a["textprop.role"] in {"forward", "backward", "optimizer"}

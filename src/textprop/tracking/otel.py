@@ -36,7 +36,7 @@ def _ns(seconds: float) -> int:
 
 
 def _system(engine: str) -> str:
-    """gen_ai.system from an engine name: "openai:gpt-4o" -> "openai"."""
+    """The provider from an engine name: "openai:gpt-4o" -> "openai"."""
     prefix = engine.split(":", 1)[0] if ":" in engine else engine
     return prefix or "unknown"
 
@@ -130,7 +130,8 @@ class OTelTracker(RunCallback):
         started = call.get("started_at") or time.time()
         attributes = {
             "gen_ai.operation.name": "chat",
-            "gen_ai.system": system,
+            "gen_ai.provider.name": system,  # the GenAI conventions' name since v1.37
+            "gen_ai.system": system,  # its name before, which existing dashboards query
             "gen_ai.request.model": model,
             "gen_ai.response.model": model,
             "gen_ai.usage.input_tokens": int(call.get("input_tokens") or 0),
