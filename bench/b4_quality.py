@@ -14,7 +14,8 @@ two OpenAI-compatible servers, at the same budget of task-model runs:
                           acceptance, epochs enough to spend the budget), same budget
               gepa        `gepa.optimize` (bench/b4_gepa_adapter.py in bench/.venv-gepa): its
                           defaults (Pareto selection, minibatch 3, merge off), our adapter
-                          (B4's pipeline and metric), `max_metric_calls`
+                          (B4's pipeline and metric), `max_metric_calls`, the reflection
+                          LM at temperature 1.0 as DSPy's GEPA docs set it
               gepa-merge  the same with `use_merge=True` (GEPA's max_merge_invocations 5)
               textgrad    TextGrad's loop (bench/tg_protocol.py in bench/.venv-textgrad): batch 3,
                           validation + revert after every step, steps chosen to match the budget
@@ -97,6 +98,7 @@ CORE = ("pareto", "tgd", "gepa", "textgrad")
 # right answers and from the training labels (BBH) or worked solutions (GSM8K's "answer")
 DEMOS = 4
 MINIBATCH = 3  # every framework's batch / minibatch
+GEPA_REFLECTION_TEMPERATURE = 1.0  # DSPy's GEPA docs' setting for the reflection LM
 TG_MAX_STEPS_PER_EPOCH = 16  # whole batches of 3 from BBH's 50 training examples
 
 # TextGrad's starting prompts (bench/b2_quality.py) and its role description of the prompt
@@ -396,6 +398,7 @@ def run_gepa(framework, data, args, seed, task_url, writer_url, models, work: Pa
             "val": data["val"], "max_metric_calls": args.max_metric_calls, "seed": seed,
             "use_merge": framework == "gepa-merge", "minibatch": MINIBATCH,
             "max_tokens": args.max_tokens, "reflection_max_tokens": args.writer_max_tokens,
+            "reflection_temperature": GEPA_REFLECTION_TEMPERATURE,
             "workers": args.workers, "timeout": args.call_timeout,
             "run_dir": str(work / "gepa_run")}
     (work / "spec.json").write_text(json.dumps(spec))
