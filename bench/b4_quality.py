@@ -600,8 +600,10 @@ def ensure_start(task: str, data: dict, args, servers: dict, results_path: Path)
     update_results(results_path, lambda r: r["starts"].__setitem__(task, start))
 
 
-def protocol_of(args) -> dict[str, Any]:
-    return {"val": args.val, "test": args.test, "max_tokens": args.max_tokens,
+def protocol_of(args, models: dict[str, str]) -> dict[str, Any]:
+    """What every cell of one results file shares, served models included: cells of other
+    models or settings go to another file."""
+    return {"models": models, "val": args.val, "test": args.test, "max_tokens": args.max_tokens,
             "writer_max_tokens": args.writer_max_tokens, "minibatch": MINIBATCH,
             "template": TEMPLATE}
 
@@ -1026,7 +1028,7 @@ def run_all(args, out: Path) -> None:
         servers.setdefault("test", args.test_url or servers["task"])
         servers["models"] = {role: model_id(servers[role])
                              for role in ("task", "writer", "test")}
-        protocol = protocol_of(args)
+        protocol = protocol_of(args, servers["models"])
 
         def meta(r: dict) -> None:
             if r["protocol"] not in (None, protocol):
@@ -1101,8 +1103,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="start `textprop serve` for both models and the test server (ports "
                         "--task-port, --writer-port, --test-port), one --cpu-lock for all, "
                         "and stop them at the end")
-    p.add_argument("--task-model-spec", default="local")
-    p.add_argument("--writer-model-spec", default="local:1.5b")
+    # The faster engine for every framework alike (issue 11, item 7): the embedded models
+    # re-encoded as Q4_0, which batch 1.4-1.6x faster here (docs/benchmarks.md).
+    p.add_argument("--task-model-spec", default="local:0.5b-q4_0")
+    p.add_argument("--writer-model-spec", default="local:1.5b-q4_0")
     p.add_argument("--task-port", type=int, default=8781)
     p.add_argument("--writer-port", type=int, default=8782)
     p.add_argument("--test-port", type=int, default=8783)
