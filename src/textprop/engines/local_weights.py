@@ -15,7 +15,6 @@ answers differ: measured in docs/benchmarks.md before it is used for a benchmark
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -47,14 +46,6 @@ def weights_path(source: Path, weights: str) -> Path:
 
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".from.json")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _is_made_from(target: Path, source_sha256: str) -> bool:
@@ -99,7 +90,9 @@ def ensure_weights(source: Path, source_sha256: str, weights: str) -> Path:
                                               params) != 0:
                 raise EngineUnavailableError(
                     f"llama.cpp could not re-encode {source} as {weights}", provider="local")
-            digest = _sha256(tmp)
+            from textprop.engines.local import file_sha256  # local imports this module
+
+            digest = file_sha256(tmp)
             os.replace(tmp, target)
         except OSError as exc:
             raise EngineUnavailableError(
