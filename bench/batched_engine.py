@@ -10,10 +10,10 @@ already there, so a long run can be resumed):
   under a lock) and `LocalEngine(n_parallel=16)` ("after"). For every k the two engines run
   back to back, so machine noise hits both alike. Reported: aggregate generated tokens/s,
   requests/s, wall seconds.
-* `demo/<engine>`: `textprop demo --no-cache` (0.5B forward, 1.5B feedback and rewrites) as
-  shipped (one call at a time, concurrency 1: "before") and with `local+batchN` /
-  `local:1.5b+batchN` engines at concurrency N = `--demo-concurrency` ("after"): wall time
-  of the whole command, plus the run's summary.
+* `demo/<engine>`: `textprop demo --no-cache` (0.5B forward, 1.5B feedback and rewrites) on
+  the one-at-a-time engines (`--deterministic`: shipped weights, concurrency 1: "before")
+  and with `local+batchN` / `local:1.5b+batchN` engines at concurrency N =
+  `--demo-concurrency` ("after"): wall time of the whole command, plus the run's summary.
 
     python bench/batched_engine.py                      # everything (~20 min on 2 cores)
     python bench/batched_engine.py --skip-demo          # throughput only (~5 min)
@@ -126,7 +126,7 @@ def run_demo(results: dict[str, Any], path: Path, args: argparse.Namespace) -> N
     n = args.demo_concurrency
     w = "" if args.weights == "q4_k_m" else f"-{args.weights}"
     variants = {
-        "before": ["--set", "engines.concurrency=1"],  # the demo as shipped
+        "before": ["--deterministic"],  # one call at a time, the shipped weights
         "after": ["--set", f"engines.concurrency={n}",
                   "--set", f"engines.default=local:0.5b{w}+batch{n}",
                   "--set", f"engines.feedback=local:1.5b{w}+batch{n}",

@@ -71,7 +71,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("demo", _demo, "optimize a built-in task on the embedded local model")
     p.add_argument("--engine", default=None,
-                   help="engine spec for every role (default: the config's, 'local')")
+                   help="engine spec for every role (default: the config's batched "
+                        "embedded engines)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="run the one-at-a-time embedded engines (shipped weights), so two "
+                        "runs give the identical trajectory; about twice as slow")
     _run_options(p)
 
     p = command("refine", _refine, "improve one text (an answer, a solution, code) against "
@@ -167,12 +171,17 @@ def _estimate(args: argparse.Namespace, config: Any) -> int:
     return 0
 
 
+# `textprop demo --deterministic`: the engines whose answers do not depend on batch-mates.
+DETERMINISTIC_DEMO = {"engines.default": "local", "engines.feedback": "local:1.5b",
+                      "engines.optimizer": "local:1.5b", "engines.concurrency": 1}
+
+
 def _demo(args: argparse.Namespace) -> int:
     from textprop.train.config import load_config
 
     path = resources.files("textprop").joinpath("demo.toml")
     with resources.as_file(path) as demo_path:
-        overrides = _overrides(args)
+        overrides = {**(DETERMINISTIC_DEMO if args.deterministic else {}), **_overrides(args)}
         if args.engine:
             for role in ("default", "forward", "feedback", "optimizer"):
                 overrides[f"engines.{role}"] = args.engine

@@ -11,12 +11,35 @@ from textprop.ledger import Ledger
 from textprop.train.config import load_config
 
 
-def test_the_shipped_demo_config_is_valid_and_uses_the_embedded_models():
+def _demo_config(overrides=None):
     with resources.as_file(resources.files("textprop").joinpath("demo.toml")) as path:
-        config = load_config(path)
+        return load_config(path, overrides)
+
+
+def test_the_shipped_demo_runs_the_batched_embedded_engines_eight_calls_at_a_time():
+    config = _demo_config()
     assert config.task.builtin == "date_normalization"
     assert [config.engine_spec(r) for r in ("forward", "feedback", "optimizer")] == [
-        "local", "local:1.5b", "local:1.5b"]
+        "local:0.5b-q4_0+batch8", "local:1.5b-q4_0+batch8", "local:1.5b-q4_0+batch8"]
+    assert config.engines.concurrency == 8  # one batch's worth of calls in flight
+
+
+def test_demo_deterministic_runs_the_one_at_a_time_engines_on_the_shipped_weights(
+        tmp_path, monkeypatch):
+    seen = {}
+
+    def run(args, config, path):  # stands in for the run: what config would it get?
+        seen["engines"] = [config.engine_spec(r) for r in ("forward", "feedback", "optimizer")]
+        seen["concurrency"] = config.engines.concurrency
+        return 0
+
+    monkeypatch.setattr("textprop.cli._run", run)
+    assert main(["demo", "--deterministic", "--run-dir", str(tmp_path / "d")]) == 0
+    assert seen == {"engines": ["local", "local:1.5b", "local:1.5b"], "concurrency": 1}
+    # an explicit --set still wins over the flag
+    assert main(["demo", "--deterministic", "--set", "engines.concurrency=2",
+                 "--run-dir", str(tmp_path / "d")]) == 0
+    assert seen["concurrency"] == 2
 
 
 def test_the_demo_command_runs_end_to_end_with_another_engine(tmp_path, capsys):

@@ -23,6 +23,8 @@ def test_the_chain_example_is_a_valid_three_step_chain():
     config = load_config(EXAMPLES / "chain" / "chain.toml")
     assert config.pipeline.kind == "chain"
     assert [s.name for s in config.pipeline.steps] == ["plan", "count", "answer"]
+    assert config.engine_spec("forward") == "local:0.5b-q4_0+batch8"  # batched, like the demo
+    assert config.engines.concurrency == 8
 
 
 def test_the_code_refine_example_fails_its_tests_first_and_a_fix_passes(monkeypatch):
