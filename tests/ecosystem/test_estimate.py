@@ -139,3 +139,11 @@ def test_a_role_without_max_tokens_has_no_token_bound(tmp_path, capsys):
     assert bound["tokens"]["forward"] is None and bound["tokens"]["total"] is None
     assert bound["cost_usd"]["total"] is None
     assert any("forward" in note and "max_tokens" in note for note in bound["notes"])
+
+
+def test_a_chain_config_gets_one_clear_error_instead_of_an_estimate(capsys):
+    chain = Path(__file__).parents[2] / "examples" / "chain" / "chain.toml"
+    assert main(["optimize", str(chain), "--estimate"]) != 0
+    err = capsys.readouterr().err
+    assert "chain.toml" in err and "pipeline.kind" in err
+    assert "the estimate covers [pipeline] kind = 'prompt' only, not 'chain'" in err

@@ -27,6 +27,7 @@ from typing import Any
 
 from textprop.data.dataset import Splits
 from textprop.engines.metering import PriceTable
+from textprop.errors import ConfigError
 from textprop.feedback import feedback_schema, max_chars_for
 from textprop.optim.rewrite import REWRITE_SCHEMA
 from textprop.prompts import render
@@ -277,6 +278,11 @@ def estimate(config: RunConfig, splits: Splits | None = None) -> Estimate:
     """The most `config`'s run can spend (see the module docstring)."""
     from textprop.train.build import build_splits
 
+    kind = config.pipeline.kind
+    if kind != "prompt":  # a chain's or user code's calls per example are not modelled here
+        raise ConfigError(f"the estimate covers [pipeline] kind = 'prompt' only, not {kind!r}",
+                          source=str(config.source) if config.source else None,
+                          field="pipeline.kind")
     splits = splits if splits is not None else build_splits(config)
     bounds = _Bounds(config, splits)
     result = Estimate(config.strategy.kind, {r: RoleBound() for r in ROLES})
