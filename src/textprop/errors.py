@@ -85,13 +85,17 @@ class EngineReplyError(EngineError):
     """The engine answered, but not in the form asked for (e.g. JSON that does not parse).
 
     `reply_text` keeps what it did answer, so a caller that can use a partial reply (a
-    feedback cut at the token limit) loses nothing.
+    feedback cut at the token limit) loses nothing. `completion` (an `engines.base.Completion`,
+    when the provider set it) is the paid reply itself: the meter counts its tokens and the
+    cache records it, so a rerun or `--replay` meets the same error without paying again.
     """
 
     def __init__(self, message: str, *, provider: str | None = None, status: int | None = None,
-                 reply_text: str | None = None, finish_reason: str | None = None) -> None:
+                 reply_text: str | None = None, finish_reason: str | None = None,
+                 completion: Any = None) -> None:
         super().__init__(message, provider=provider, status=status)
         self.reply_text, self.finish_reason = reply_text, finish_reason
+        self.completion = completion
 
 
 class EngineUnavailableError(EngineError):

@@ -20,7 +20,7 @@ import importlib.util
 import time
 from typing import TYPE_CHECKING, Any
 
-from textprop.engines.base import Completion, Message, Request, Usage
+from textprop.engines.base import Completion, Message, Request, Usage, with_parsed
 from textprop.engines.sdk import SDKEngine, Secret, parse_json_reply
 from textprop.errors import EngineAuthError, EngineError, EngineUnavailableError
 
@@ -124,14 +124,15 @@ class AnthropicEngine(SDKEngine["AsyncAnthropic"]):
         usage = getattr(message, "usage", None)
         input_tokens = sum(getattr(usage, name, 0) or 0 for name in (
             "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
-        parsed = None
+        completion = Completion(
+            text=text, usage=Usage(input_tokens, getattr(usage, "output_tokens", 0) or 0),
+            finish_reason=finish, latency_s=time.perf_counter() - start,
+            model=f"anthropic:{params['model']}")
         if request.json_schema is not None:
-            parsed = parse_json_reply(text, request.json_schema, finish, self.name,
-                                      self._secret)
-        return Completion(text=text, parsed=parsed,
-                          usage=Usage(input_tokens, getattr(usage, "output_tokens", 0) or 0),
-                          finish_reason=finish, latency_s=time.perf_counter() - start,
-                          model=f"anthropic:{params['model']}")
+            schema = request.json_schema
+            return with_parsed(completion, lambda: parse_json_reply(
+                text, schema, finish, self.name, self._secret))
+        return completion
 
     def _translate(self, exc: Exception, client: AsyncAnthropic, model: str, *,
                    inside_sdk_retries: bool) -> EngineError:

@@ -14,12 +14,17 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from textprop._sync import run_sync
-from textprop.errors import EngineError, EngineUnavailableError, MissingEngineError
+from textprop.errors import (
+    EngineError,
+    EngineReplyError,
+    EngineUnavailableError,
+    MissingEngineError,
+)
 from textprop.images import Image
 
 CallRole = Literal["forward", "loss", "backward", "optimizer", "other"]
@@ -125,6 +130,20 @@ class Completion:
     latency_s: float = 0.0
     cached: bool = False
     model: str | None = None
+
+
+def with_parsed(completion: Completion, parse: Callable[[], Any]) -> Completion:
+    """`completion` with its JSON value from `parse()`. A reply that does not parse raises
+    `EngineReplyError` carrying the completion: it was paid for, so the meter counts it and
+    the cache keeps it. Its text is the error's `reply_text`, which the provider scrubbed of
+    secrets."""
+    try:
+        value = parse()
+    except EngineReplyError as error:
+        text = completion.text if error.reply_text is None else error.reply_text
+        error.completion = replace(completion, text=text)
+        raise
+    return replace(completion, parsed=value)
 
 
 class Engine(ABC):

@@ -19,7 +19,10 @@ forward call and a loss call with the same prompt share one answer. The key uses
 `hash()` and no pickle, so it is the same across processes, machines and Python versions.
 
 Rows hold the canonical request and the completion as JSON, never the engine object, so no
-API key or client state can end up on disk.
+API key or client state can end up on disk. A reply that is not the JSON its request asked
+for (`EngineReplyError` carrying its completion) is recorded too, and a hit raises the same
+error again: it was paid for, so a rerun does not pay for it twice and `--replay` can serve
+a run that met one.
 
 Concurrency: the database runs in WAL mode with a busy timeout and writes one short
 autocommit statement at a time, so several processes can share one file; each thread gets
@@ -47,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from textprop.engines.base import Completion, Engine, Message, Request, Usage
-from textprop.errors import CacheMissError, ConfigError
+from textprop.errors import CacheMissError, ConfigError, EngineReplyError
 
 if TYPE_CHECKING:
     import sqlite3
@@ -133,23 +136,33 @@ def cache_key(engine_name: str, request: Request) -> str:
     return hashlib.sha256(canonical_request(engine_name, request).encode("utf-8")).hexdigest()
 
 
-def _dump_completion(completion: Completion) -> str:
-    return json.dumps({
+def _dump_completion(completion: Completion, error: EngineReplyError | None = None) -> str:
+    row = {
         "text": completion.text,
         "parsed": completion.parsed,
         "usage": {"input_tokens": completion.usage.input_tokens,
                   "output_tokens": completion.usage.output_tokens},
         "finish_reason": completion.finish_reason,
         "model": completion.model,
-    }, ensure_ascii=False, allow_nan=False)
+    }
+    if error is not None:  # a reply that did not parse: replayed as the same error
+        row["reply_error"] = {"message": str(error), "provider": error.provider,
+                              "status": error.status}
+    return json.dumps(row, ensure_ascii=False, allow_nan=False)
 
 
-def _load_completion(data: str) -> Completion:
+def _load_completion(data: str) -> Completion | EngineReplyError:
     row = json.loads(data)
-    return Completion(text=row["text"], parsed=row.get("parsed"),
-                      usage=Usage(**row.get("usage", {})),
-                      finish_reason=row.get("finish_reason"), latency_s=0.0, cached=True,
-                      model=row.get("model"))
+    completion = Completion(text=row["text"], parsed=row.get("parsed"),
+                            usage=Usage(**row.get("usage", {})),
+                            finish_reason=row.get("finish_reason"), latency_s=0.0,
+                            cached=True, model=row.get("model"))
+    error = row.get("reply_error")
+    if error is None:
+        return completion
+    return EngineReplyError(error["message"], provider=error.get("provider"),
+                            status=error.get("status"), reply_text=completion.text,
+                            finish_reason=completion.finish_reason, completion=completion)
 
 
 class _LeaderGone(Exception):
@@ -250,8 +263,15 @@ class Cache(Engine):
             try:
                 found = None if self.mode == "refresh" else await run(self._get, key)
                 if found is None:
-                    found = await call(request)
+                    try:
+                        found = await call(request)
+                    except EngineReplyError as error:  # paid for: keep it, then raise it
+                        if error.completion is not None:
+                            await run(self._put, key, request, error.completion, error)
+                        raise
                     await run(self._put, key, request, found)
+                if isinstance(found, EngineReplyError):
+                    raise found
             except Exception as exc:
                 self._settle(key, future, error=exc)
                 raise
@@ -284,7 +304,10 @@ class Cache(Engine):
 
     # -- storage ----------------------------------------------------------------------------
 
-    def _replay(self, request: Request, found: Completion | None) -> Completion:
+    def _replay(self, request: Request,
+                found: Completion | EngineReplyError | None) -> Completion:
+        if isinstance(found, EngineReplyError):
+            raise found
         if found is not None:
             return found
         where = (f"in {self.path}" if self.path.exists()
@@ -347,7 +370,7 @@ class Cache(Engine):
             time.sleep(pause * (0.5 + random.random()))
             pause = min(pause * 2, 0.2)
 
-    def _get(self, key: str) -> Completion | None:
+    def _get(self, key: str) -> Completion | EngineReplyError | None:
         if self.mode == "replay" and not self.path.exists():
             return None  # replay never creates the file
         if self.unusable is not None:
@@ -373,14 +396,16 @@ class Cache(Engine):
                           "without it, so no call is cached (move the file away to start a "
                           "new cache)", RuntimeWarning, stacklevel=2)
 
-    def _put(self, key: str, request: Request, completion: Completion) -> None:
-        """Record an answer. It is already paid for, so a failure to store it only warns."""
+    def _put(self, key: str, request: Request, completion: Completion,
+             error: EngineReplyError | None = None) -> None:
+        """Record an answer (with `error`: one that did not parse). It is already paid for, so
+        a failure to store it only warns."""
         import sqlite3
 
         if self.unusable is not None:
             return
         try:
-            data = _dump_completion(completion)
+            data = _dump_completion(completion, error)
             self._connection().execute(
                 "INSERT OR REPLACE INTO completions "
                 "(key, engine, role, request, completion, latency_s, created_at) "

@@ -34,6 +34,7 @@ from textprop.engines.base import (
     Request,
     Usage,
     require_images_support,
+    with_parsed,
 )
 from textprop.engines.llama_grammar import llama_cpp_schema
 from textprop.engines.local_weights import PINNED, check_weights, ensure_weights
@@ -573,14 +574,15 @@ class LocalEngine(Engine):
         text = choice["message"].get("content") or ""
         finish = choice.get("finish_reason")
         usage = reply.get("usage") or {}
-        parsed = None
-        if request.json_schema is not None:
-            parsed = _parse_json(text, finish, request, self.name)
-        return Completion(
-            text=text, parsed=parsed,
+        completion = Completion(
+            text=text,
             usage=Usage(input_tokens=int(usage.get("prompt_tokens", 0)),
                         output_tokens=int(usage.get("completion_tokens", 0))),
             finish_reason=finish, latency_s=latency, model=self.name)
+        if request.json_schema is not None:
+            return with_parsed(completion,
+                               lambda: _parse_json(text, finish, request, self.name))
+        return completion
 
     def _async_lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()

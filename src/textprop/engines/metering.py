@@ -27,7 +27,7 @@ from os import PathLike
 from typing import Any
 
 from textprop.engines.base import Completion, Engine, Request
-from textprop.errors import ConfigError
+from textprop.errors import ConfigError, EngineReplyError
 
 
 @dataclass(frozen=True)
@@ -357,6 +357,8 @@ class Meter(Engine):
 
     def _record(self, request: Request, completion: Completion | None,
                 error: BaseException | None, started: float, latency: float) -> None:
+        if completion is None and isinstance(error, EngineReplyError):
+            completion = error.completion  # a malformed reply is still a paid reply
         if completion is not None:
             # The provider's own time: waiting for a concurrency slot is not the call's latency.
             latency = completion.latency_s if completion.latency_s or completion.cached \

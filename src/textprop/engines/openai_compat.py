@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from textprop.engines.base import Completion, Message, Request, Usage
+from textprop.engines.base import Completion, Message, Request, Usage, with_parsed
 from textprop.engines.llama_grammar import llama_cpp_schema
 from textprop.engines.sdk import (
     SDKEngine,
@@ -141,13 +141,14 @@ class OpenAIEngine(SDKEngine["AsyncOpenAI"]):
             text, finish, usage = await self._read_stream(response, client, params["model"])
         else:
             text, finish, usage = self._read_reply(response, client)
-        parsed = None
+        completion = Completion(text=text, usage=usage, finish_reason=finish,
+                                latency_s=time.perf_counter() - start,
+                                model=f"{self.provider}:{params['model']}")
         if request.json_schema is not None and self.supports_json_schema:
-            parsed = parse_json_reply(text, request.json_schema, finish, self.name,
-                                      self._secret)
-        return Completion(text=text, parsed=parsed, usage=usage, finish_reason=finish,
-                          latency_s=time.perf_counter() - start,
-                          model=f"{self.provider}:{params['model']}")
+            schema = request.json_schema
+            return with_parsed(completion, lambda: parse_json_reply(
+                text, schema, finish, self.name, self._secret))
+        return completion
 
     def _chat_completions(self, client: AsyncOpenAI) -> Callable[..., Awaitable[Any]]:
         """`client.chat.completions.create`, minus the SDK's per-call transform of the params.
