@@ -173,7 +173,9 @@ class Server:
             prompt_tokens, completion_tokens = usage.input_tokens, usage.output_tokens
         except EngineReplyError as exc:  # not valid JSON (cut at max_tokens): send it as is
             text, finish = exc.reply_text or "", exc.finish_reason
-            prompt_tokens = completion_tokens = 0
+            usage = exc.completion.usage if exc.completion is not None else None
+            prompt_tokens = usage.input_tokens if usage else 0
+            completion_tokens = usage.output_tokens if usage else 0
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
             "created": int(time.time()), "model": self.model_id,

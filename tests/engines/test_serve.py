@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import openai
 import pytest
 
+from textprop.engines.base import Completion, Engine, Request, Usage
 from textprop.engines.scripted import ScriptedEngine
-from textprop.errors import EngineRequestError
+from textprop.errors import EngineReplyError, EngineRequestError
 from textprop.serve import BadRequest, Server, to_request
 
 
@@ -91,3 +92,23 @@ def test_request_mapping_details() -> None:
                 {"messages": [{"role": "user", "content": "x"}], "n": 2}):
         with pytest.raises(BadRequest):
             to_request(bad)
+
+
+def test_a_reply_that_is_not_valid_json_is_sent_as_is_with_its_token_counts() -> None:
+    class CutOff(Engine):  # a JSON reply cut at max_tokens, as the local engine raises it
+        name = "local:test-model"
+        supports_json_schema = True
+
+        async def acomplete(self, request: Request) -> Completion:
+            cut = Completion(text='{"a": "cut he', usage=Usage(12, 5), finish_reason="length")
+            raise EngineReplyError("the reply is not valid JSON", reply_text=cut.text,
+                                   finish_reason="length", completion=cut)
+
+    with Server(CutOff(), port=0) as server:
+        reply = openai.OpenAI(base_url=server.base_url, api_key="x").chat.completions.create(
+            model="local:test-model", messages=[{"role": "user", "content": "hi"}],
+            response_format={"type": "json_schema", "json_schema": {
+                "name": "r", "schema": {"type": "object"}}})
+    assert reply.choices[0].message.content == '{"a": "cut he'
+    assert reply.choices[0].finish_reason == "length"
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (12, 5)
