@@ -4,6 +4,8 @@ back in OpenAI's shape. The real model behind it is tested in tests/integration.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
 
 import openai
@@ -112,3 +114,34 @@ def test_a_reply_that_is_not_valid_json_is_sent_as_is_with_its_token_counts() ->
     assert reply.choices[0].message.content == '{"a": "cut he'
     assert reply.choices[0].finish_reason == "length"
     assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (12, 5)
+
+
+def test_a_client_that_gives_up_cancels_its_call_and_the_server_keeps_serving() -> None:
+    class Slow(Engine):
+        name = "local:test-model"
+
+        def __init__(self) -> None:
+            self.cancelled = threading.Event()
+
+        async def acomplete(self, request: Request) -> Completion:
+            if request.prompt == "quick":
+                return Completion(text="done")
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+            return Completion(text="too late")
+
+    engine = Slow()
+    with Server(engine, port=0) as server:
+        impatient = openai.OpenAI(base_url=server.base_url, api_key="x", timeout=0.5,
+                                  max_retries=0)
+        with pytest.raises(openai.APITimeoutError):
+            impatient.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "slow"}])
+        assert engine.cancelled.wait(timeout=5)  # the call stopped with its client
+        patient = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+        reply = patient.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "quick"}])
+    assert reply.choices[0].message.content == "done"

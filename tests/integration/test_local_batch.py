@@ -213,3 +213,32 @@ def test_with_a_cpu_lock_every_decode_takes_a_machine_wide_turn(tmp_path) -> Non
     finally:
         engine.close()
         os.close(holder)
+
+
+def test_a_cancelled_call_stops_decoding_at_once_and_its_slot_serves_the_next(
+        engine: LocalEngine) -> None:
+    """A caller that gives up (a timeout; `textprop serve`'s client gone) does not leave its
+    sequence generating to max_tokens for nobody."""
+    long = Request.chat("Count from 1 to 500, one number per line.", system_prompt=SYSTEM,
+                        max_tokens=400)
+    engine.complete(Request.chat(QUESTIONS[0], max_tokens=4))  # loaded: the decoder exists
+    decoder = engine._decoder
+    before, start = decoder.abandoned, decoder.steps
+
+    async def main() -> Completion:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(engine.acomplete(long), timeout=1.5)
+        for _ in range(600):  # dropped at the next decode step (slow on a busy machine)
+            if decoder.abandoned > before:
+                break
+            await asyncio.sleep(0.1)
+        steps = decoder.steps
+        await asyncio.sleep(1.0)
+        assert decoder.steps == steps  # nothing runs any more
+        return await engine.acomplete(Request.chat(QUESTIONS[1], system_prompt=SYSTEM,
+                                                   max_tokens=8))
+
+    answer = asyncio.run(main())
+    assert decoder.abandoned == before + 1
+    assert decoder.steps - start < 300  # far from the 400 tokens it was allowed
+    assert answer.text

@@ -455,7 +455,11 @@ class LocalEngine(Engine):
                 await asyncio.to_thread(self._load_locked)
             job = self._job(request)
             start = time.perf_counter()
-            reply = await asyncio.wrap_future(self._submit(job))
+            try:
+                reply = await asyncio.wrap_future(self._submit(job))
+            except asyncio.CancelledError:  # nobody waits for it: stop decoding it
+                job.abandoned.set()
+                raise
             return self._completion(request, reply, time.perf_counter() - start)
         # Queue on the event loop rather than in the thread pool, so waiting calls do not
         # hold worker threads other code needs.

@@ -5,7 +5,9 @@ one: on 2 cores a 0.5B model generates ~38 tokens/s for one sequence but ~100 in
 eight. `BatchDecoder` owns one llama.cpp context with `n_parallel` sequence slots and runs a
 decode loop in one worker thread (a context is not thread-safe). Callers `submit` a `Job` and
 get a `concurrent.futures.Future`; jobs join free slots between decode steps and leave when
-they finish, each with its own sampler chain (and grammar, for a JSON schema).
+they finish, each with its own sampler chain (and grammar, for a JSON schema). A job whose
+caller gave up (`Job.abandoned`: a cancelled call, a server's client gone) leaves at the next
+step instead of decoding to its max_tokens for nobody.
 
 Shared prefixes: the template head of a prompt (everything before the last message's content:
 the system prompt of an evaluation) is prefilled once into a prefix sequence; later jobs with
@@ -65,6 +67,9 @@ class Job:
     stop: Sequence[str] = ()
     future: concurrent.futures.Future[dict[str, Any]] = field(
         default_factory=concurrent.futures.Future)
+    # Set by a caller that no longer wants the answer (cancelled, its client gone): the loop
+    # drops the sequence at the next step instead of decoding it to the end.
+    abandoned: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -141,6 +146,7 @@ class BatchDecoder:
         self.steps = 0  # decode steps run (for tests and benchmarks)
         self.moves = 0  # sequences moved down by _compact
         self.max_in_flight = 0
+        self.abandoned = 0  # sequences dropped because their caller gave up
 
     # -- public
 
@@ -181,7 +187,9 @@ class BatchDecoder:
                 if job is None:
                     stopping = True
                     break
-                if job.future.set_running_or_notify_cancel():
+                if job.abandoned.is_set() and job.future.set_running_or_notify_cancel():
+                    job.future.set_exception(DecodeError("abandoned by its caller"))
+                elif job.future.set_running_or_notify_cancel():
                     # The lowest free id: with stable shapes the running ones are 0..n-1
                     # (see _compact), else a finished sequence leaves a gap anywhere.
                     seq = next(i for i in range(self.n_slots) if i not in slots)
@@ -214,10 +222,18 @@ class BatchDecoder:
                 slots.clear()
                 continue
             for seq, slot in list(slots.items()):
-                if self._settle(slot):
+                if self._settle(slot) or self._drop_if_abandoned(slot):
                     del slots[seq]
                     self._release(seq)
             slots = self._compact(slots)
+
+    def _drop_if_abandoned(self, slot: _Slot) -> bool:
+        if not slot.job.abandoned.is_set():
+            return False
+        self._free(slot.sampler, slot.grammar)
+        self.abandoned += 1
+        slot.job.future.set_exception(DecodeError("abandoned by its caller"))
+        return True
 
     def _compact(self, slots: dict[int, _Slot]) -> dict[int, _Slot]:
         """Move running sequences down to ids 0..n-1 (their KV streams are copied), so a
