@@ -13,6 +13,8 @@ from textprop.testing.server import TestServer
 from textprop.train.config import load_config
 from textprop.train.estimate import estimate
 
+from ..train.chain_model import STEPS as CHAIN_STEPS
+from ..train.chain_model import server_reply as chain_reply
 from ..train.fake_pipeline import server_reply, write_run_config
 
 TRAIN = [(i, i + 1) for i in range(8)]
@@ -141,9 +143,47 @@ def test_a_role_without_max_tokens_has_no_token_bound(tmp_path, capsys):
     assert any("forward" in note and "max_tokens" in note for note in bound["notes"])
 
 
-def test_a_chain_config_gets_one_clear_error_instead_of_an_estimate(capsys):
-    chain = Path(__file__).parents[2] / "examples" / "chain" / "chain.toml"
-    assert main(["optimize", str(chain), "--estimate"]) != 0
+CHAIN_STRATEGIES = {
+    "tgd": {"trainer": {"batch_size": 2, "steps_per_epoch": 2}},
+    "pareto": {"strategy": {"kind": "pareto", "minibatch": 2, "children": 2, "parallel": 2,
+                            "components": "all", "max_proposals": 3}},
+}
+
+
+@pytest.mark.parametrize("strategy", list(CHAIN_STRATEGIES))
+@pytest.mark.parametrize("reply", [chain_reply, unparseable, longest],
+                         ids=["learns", "unparseable", "longest"])
+def test_a_chain_run_makes_no_more_calls_than_its_estimate(tmp_path, capsys, strategy, reply):
+    """Three steps, the last not optimized: per run 3 calls; per example backward, the two
+    prompts and the outputs of plan (read by draft) and draft (read by polish)."""
+    with TestServer(reply=reply) as server:
+        config = write_run_config(
+            tmp_path, engine=f"openai-compatible:fake@{server.base_url}", train=TRAIN,
+            val=VAL, test=TEST, system_prompt=None, steps=CHAIN_STEPS,
+            run={"name": "chain", "dir": str(tmp_path / "runs")}, cache={"enabled": False},
+            optimizer=SMALL["optimizer"], pipeline={"kind": "chain"},
+            **CHAIN_STRATEGIES[strategy])
+        assert main(["optimize", config, "--estimate", "--json"]) == 0
+        estimated = json.loads(capsys.readouterr().out)
+        assert server.requests == []
+        assert main(["optimize", config, "--json"]) == 0
+        spent = json.loads(capsys.readouterr().out)["spent"]
+    for role, used in spent["calls"].items():
+        assert used <= estimated["calls"][role], (role, used, estimated["calls"][role])
+    assert estimated["tokens"]["total"] is None  # a chain's tokens are not bounded yet
+    if reply is longest:  # every branch taken: the backward bound is reached exactly
+        assert spent["calls"]["backward"] == estimated["calls"]["backward"]
+    if strategy == "tgd":  # baseline 4 + 2, two steps of 2 + 4, final test 2: 3 calls each
+        assert estimated["calls"]["forward"] == 3 * (6 + 2 * 6 + 2)
+        assert estimated["calls"]["backward"] == 2 * (2 * 4 + 2)  # + a condensation a prompt
+        assert estimated["calls"]["optimizer"] == 2 * 2 * 3  # two prompts, two retries
+
+
+def test_a_python_pipeline_gets_one_clear_error_instead_of_an_estimate(tmp_path, capsys):
+    config = write_run_config(tmp_path, engine="openai:gpt-4o-mini", train=TRAIN, val=VAL,
+                              test=TEST, system_prompt=None,
+                              pipeline={"kind": "python", "factory": "tests.train.two_step:build"})
+    assert main(["optimize", config, "--estimate"]) != 0
     err = capsys.readouterr().err
-    assert "chain.toml" in err and "pipeline.kind" in err
-    assert "the estimate covers [pipeline] kind = 'prompt' only, not 'chain'" in err
+    assert "run.toml" in err and "pipeline.kind" in err
+    assert "the estimate covers [pipeline] kind = 'prompt' and 'chain', not 'python'" in err

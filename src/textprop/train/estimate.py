@@ -16,6 +16,11 @@ tokens and the dollars of a run under its settings and budget:
   None for an engine with no known price.
 
 A `[budget]` max_tokens or max_cost_usd caps the totals (the budget refuses calls past it).
+
+A chain (`[pipeline] kind = "chain"`) gets the same call bounds, with its calls per run (one
+per step) and per example backward (one per input that requires grad at each step: an
+optimized step's prompt, and every earlier step's output that depends on one); its tokens
+are reported as unbounded. A python or trace pipeline's calls are not known ahead.
 """
 
 from __future__ import annotations
@@ -279,17 +284,21 @@ def estimate(config: RunConfig, splits: Splits | None = None) -> Estimate:
     from textprop.train.build import build_splits
 
     kind = config.pipeline.kind
-    if kind != "prompt":  # a chain's or user code's calls per example are not modelled here
-        raise ConfigError(f"the estimate covers [pipeline] kind = 'prompt' only, not {kind!r}",
-                          source=str(config.source) if config.source else None,
+    if kind not in ("prompt", "chain"):  # user code's calls are not known ahead
+        raise ConfigError(f"the estimate covers [pipeline] kind = 'prompt' and 'chain', not "
+                          f"{kind!r}", source=str(config.source) if config.source else None,
                           field="pipeline.kind")
     splits = splits if splits is not None else build_splits(config)
-    bounds = _Bounds(config, splits)
+    shape = _shape(config)
+    bounds: _Bounds | _ChainBounds = (
+        _Bounds(config, splits) if kind == "prompt" else _ChainBounds(config, shape))
     result = Estimate(config.strategy.kind, {r: RoleBound() for r in ROLES})
     if config.strategy.kind == "pareto":
-        _pareto(config, splits, bounds, result)
+        _pareto(config, splits, bounds, shape, result)
     else:
-        _tgd(config, splits, bounds, result)
+        _tgd(config, splits, bounds, shape, result)
+    if kind == "chain":
+        result.notes.append("a chain's calls are bounded; its tokens are not estimated yet")
     _price(config, result)
     b = config.budget
     if b.max_tokens is not None:
@@ -302,33 +311,85 @@ def estimate(config: RunConfig, splits: Splits | None = None) -> Estimate:
         result.notes.append(f"[budget] max_calls = {b.max_calls} caps the calls sent to "
                             "providers (cache hits are not counted)")
     for role, r in result.roles.items():
-        if r.calls and r.tokens is None:
+        if r.calls and r.tokens is None and kind == "prompt":
             result.notes.append(f"{role}: a call has no max_tokens, so its tokens have no "
                                 "bound; set it in the config")
     return result
 
 
-def _forward(result: Estimate, bounds: _Bounds, n: int) -> None:
+@dataclass(frozen=True)
+class _Shape:
+    """The LLM calls a pipeline makes: per run, and per example in the backward pass."""
+
+    calls_per_run: int = 1
+    feedback_per_example: int = 1  # one per input that requires grad, at every step
+    texts: int = 1  # rewritable texts (system prompts)
+    parameters: int = 1  # texts and demonstrations: each may get a batch condensed
+
+
+def _shape(config: RunConfig) -> _Shape:
+    p = config.pipeline
+    if p.kind != "chain":
+        return _Shape(parameters=2 if config.strategy.demos else 1)
+    from textprop.train.pipelines.chain import ChainStep, order_steps, template_fields
+
+    steps = order_steps([ChainStep(s.name, s.system_prompt, s.template) for s in p.steps])
+    by_name = {s.name: s for s in p.steps}
+    graded: set[str] = set()  # steps whose output depends on a parameter
+    feedback = 0
+    for step in steps:
+        s = by_name[step.name]
+        used = [f for f in template_fields(s.template) if f in graded]
+        feedback += int(s.optimize) + len(used)  # the prompt, and each graded input
+        if s.optimize or used:
+            graded.add(s.name)
+    texts = sum(s.optimize for s in p.steps)
+    return _Shape(calls_per_run=len(p.steps), feedback_per_example=feedback, texts=texts,
+                  parameters=texts + sum(s.optimize and s.demos for s in p.steps))
+
+
+class _ChainBounds:
+    """A chain's calls without token bounds (each step's prompt holds the others' outputs
+    and their feedback; not modelled yet)."""
+
+    def __init__(self, config: RunConfig, shape: _Shape) -> None:
+        self.config, self.shape = config, shape
+        self.judge = config.metric.name == "judge"
+
+    def forward(self) -> tuple[int | None, int | None]:
+        return None, None
+
+    def loss(self) -> tuple[int | None, int | None]:
+        return None, None
+
+    def backward(self) -> tuple[int | None, int | None]:
+        return None, None
+
+    def reduce(self, batch: int) -> tuple[int | None, int | None]:
+        return None, None
+
+    def optimizer(self, batch: int, failures: int = 0) -> tuple[int | None, int | None]:
+        return None, None
+
+
+def _forward(result: Estimate, bounds: _Bounds | _ChainBounds, shape: _Shape, n: int) -> None:
     """`n` pipeline runs, each scored (a judge metric makes a call per run)."""
-    result.roles["forward"].add(n, *bounds.forward())
+    result.roles["forward"].add(n * shape.calls_per_run, *bounds.forward())
     if bounds.judge:
         result.roles["loss"].add(n, *bounds.loss())
 
 
-def _feedback(result: Estimate, bounds: _Bounds, batch: int, parameters: int) -> None:
-    """The backward pass over a batch: one call per example, one condensation per
-    parameter that gets feedback from two or more of them."""
-    result.roles["backward"].add(batch, *bounds.backward())
+def _feedback(result: Estimate, bounds: _Bounds | _ChainBounds, shape: _Shape,
+              batch: int) -> None:
+    """The backward pass over a batch: its calls per example, one condensation per
+    parameter that gets feedback from two or more examples."""
+    result.roles["backward"].add(batch * shape.feedback_per_example, *bounds.backward())
     if bounds.config.trainer.condense_batch_feedback and batch >= 2:
-        result.roles["backward"].add(parameters, *bounds.reduce(batch))
+        result.roles["backward"].add(shape.parameters, *bounds.reduce(batch))
 
 
-def _parameters(config: RunConfig) -> tuple[int, int]:
-    """(text parameters, all parameters) of the config's pipeline."""
-    return 1, 2 if config.strategy.demos else 1
-
-
-def _tgd(config: RunConfig, splits: Splits, bounds: _Bounds, result: Estimate) -> None:
+def _tgd(config: RunConfig, splits: Splits, bounds: _Bounds | _ChainBounds, shape: _Shape,
+         result: Estimate) -> None:
     t, o = config.trainer, config.optimizer
     n_val, n_test = len(splits.val), len(splits.test)
     batches = [len(b) for epoch in range(t.epochs)
@@ -344,17 +405,17 @@ def _tgd(config: RunConfig, splits: Splits, bounds: _Bounds, result: Estimate) -
             fit.append(size)
         batches = fit
     result.steps = len(batches)
-    texts, parameters = _parameters(config)
-    _forward(result, bounds, n_val + n_test)  # baseline
+    _forward(result, bounds, shape, n_val + n_test)  # baseline
     for batch in batches:
-        _forward(result, bounds, batch + n_val + (n_test if t.test_every_step else 0))
-        _feedback(result, bounds, batch, parameters)
-        result.roles["optimizer"].add(texts * (o.max_parse_retries + 1),
+        _forward(result, bounds, shape, batch + n_val + (n_test if t.test_every_step else 0))
+        _feedback(result, bounds, shape, batch)
+        result.roles["optimizer"].add(shape.texts * (o.max_parse_retries + 1),
                                       *bounds.optimizer(batch))
-    _forward(result, bounds, n_test)  # the final test
+    _forward(result, bounds, shape, n_test)  # the final test
 
 
-def _pareto(config: RunConfig, splits: Splits, bounds: _Bounds, result: Estimate) -> None:
+def _pareto(config: RunConfig, splits: Splits, bounds: _Bounds | _ChainBounds, shape: _Shape,
+            result: Estimate) -> None:
     s, o = config.strategy, config.optimizer
     n_val, n_test = len(splits.val), len(splits.test)
     n_hold = math.floor(n_val * s.holdout)
@@ -372,8 +433,7 @@ def _pareto(config: RunConfig, splits: Splits, bounds: _Bounds, result: Estimate
         proposals = by_budget if proposals is None else min(proposals, by_budget)
     assert proposals is not None
     result.steps = proposals
-    _, parameters = _parameters(config)
-    names = parameters if s.components == "all" else 1
+    names = shape.parameters if s.components == "all" else 1
     merges = min(s.max_merges, proposals) if s.merge else 0
     mutations = proposals  # a merge slot may fall back to a mutation
     per_mutation = mb * (1 + s.children) + search_val
@@ -382,14 +442,14 @@ def _pareto(config: RunConfig, splits: Splits, bounds: _Bounds, result: Estimate
     holdout_runs = s.final_candidates * n_hold
     if m is not None:  # the metric-call budget is reserved ahead: it is never overdrawn
         search_runs = min(search_runs, max(m - n_val, 0))
-    _forward(result, bounds, n_val + n_test)  # baseline
-    _forward(result, bounds, search_runs + holdout_runs)
+    _forward(result, bounds, shape, n_val + n_test)  # baseline
+    _forward(result, bounds, shape, search_runs + holdout_runs)
     for _ in range(mutations):
-        _feedback(result, bounds, mb, parameters)
+        _feedback(result, bounds, shape, mb)
     rewrites = mutations * s.children * names * (o.max_parse_retries + 1)
     failures = min(mb, s.max_failures) if s.show_failures else 0
     result.roles["optimizer"].add(rewrites, *bounds.optimizer(mb, failures))
-    _forward(result, bounds, n_test)  # the final test
+    _forward(result, bounds, shape, n_test)  # the final test
 
 
 def _price(config: RunConfig, result: Estimate) -> None:
