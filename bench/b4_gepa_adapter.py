@@ -18,12 +18,20 @@ as feedback. `reflection_lm` is a plain callable on the feedback server at
 `reflection_temperature` (1.0, what DSPy's GEPA documentation sets for its reflection LM:
 at temperature 0 the 1.5B writer proposed the same text in 10 of 11 iterations), seeded
 per call (seed x 100,000 + the call's number), so a run is repeatable.
+
+Resuming: `gepa.optimize` evaluates the seed candidate on the whole validation set before it
+looks at `run_dir` for a saved state, so every resumed part would pay that evaluation again
+(30 task calls, discarded when the state loads; an uninterrupted run pays it once). The
+adapter therefore keeps each task answer in `task_answers.jsonl` next to `run_dir` and
+serves a request that an earlier part already answered from there; within a part every
+request goes to the server, as in a run that was never cut.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -56,14 +64,36 @@ class B4Adapter:
         self.metric = METRICS[spec["metric"]]
         self.workers = spec.get("workers", 1)
         self.calls = 0
+        self.earlier_parts = 0  # requests answered from an earlier part's record
+        run_dir = spec.get("run_dir")
+        self._record = Path(run_dir).parent / "task_answers.jsonl" if run_dir else None
+        self._answered: dict[str, str] = {}  # by request, from earlier parts only
+        if self._record is not None and self._record.exists():
+            for line in self._record.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except ValueError:  # a line cut by a kill
+                    continue
+                self._answered[row["key"]] = row["reply"]
+        self._lock = threading.Lock()
 
     def _answer(self, system: str, row: dict) -> str:
+        user = self.template.format(input=row["input"])
+        key = json.dumps([self.model, system, user, self.max_tokens])
+        if key in self._answered:
+            with self._lock:
+                self.earlier_parts += 1
+            return self._answered[key]
         reply = self.client.chat.completions.create(
             model=self.model, temperature=0.0, max_tokens=self.max_tokens,
-            messages=[{"role": "system", "content": system},
-                      {"role": "user", "content": self.template.format(input=row["input"])}])
-        self.calls += 1
-        return reply.choices[0].message.content or ""
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": user}])
+        text = reply.choices[0].message.content or ""
+        with self._lock:
+            self.calls += 1
+            if self._record is not None:
+                with self._record.open("a") as f:
+                    f.write(json.dumps({"key": key, "reply": text}) + "\n")
+        return text
 
     def evaluate(self, batch: list[dict], candidate: dict[str, str],
                  capture_traces: bool = False) -> EvaluationBatch:
@@ -143,6 +173,7 @@ def main() -> int:
         result["traceback"] = traceback.format_exc()
         print(result["traceback"], file=sys.stderr)
     result["task_calls"] = adapter.calls
+    result["task_answers_from_earlier_parts"] = adapter.earlier_parts
     result["reflection_calls"] = lm_calls["n"]
     result["loop_s"] = time.perf_counter() - started
     out_path.write_text(json.dumps(result, indent=1))

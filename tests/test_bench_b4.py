@@ -301,3 +301,50 @@ def test_test_prompts_are_scored_by_the_test_server_and_never_reused_across_its_
 
 def b4_last_user(request) -> str:  # noqa: ANN001
     return [m for m in request.body["messages"] if m["role"] == "user"][-1]["content"]
+
+
+@pytest.mark.skipif(not VENVS[0].exists(), reason="needs bench/setup-gepa")
+def test_a_resumed_gepa_part_does_not_pay_again_for_the_seeds_validation(tmp_path: Path) -> None:
+    """gepa.optimize scores the seed on the whole validation set before it loads a saved
+    state; the adapter answers that from the earlier part's record, so a resume costs no
+    task call an uninterrupted run would not have made."""
+    from textprop.testing.server import TestServer
+
+    seed_prompt = "Answer with the number only."
+    rows = [{"input": f"What is {a} + {b}?", "target": str(a + b)} for a, b in
+            [(1, 2), (3, 4), (5, 6), (7, 8), (2, 2), (4, 4), (6, 1), (9, 9)]]
+
+    def reply(body: dict) -> str:
+        system = body["messages"][0]["content"] if body["messages"][0]["role"] == "system" \
+            else ""
+        return "7" if system == seed_prompt else "I am not sure."
+
+    with TestServer(reply=reply) as server:
+        spec = {"task_url": server.base_url, "task_model": "m", "reflection_url":
+                server.base_url, "reflection_model": "w", "system_prompt": seed_prompt,
+                "template": "{input}", "metric": "numeric", "train": rows[:4],
+                "val": rows[4:], "max_metric_calls": 12, "seed": 0, "minibatch": 2,
+                "max_tokens": 16, "reflection_max_tokens": 32, "workers": 2, "timeout": 30,
+                "run_dir": str(tmp_path / "gepa_run")}
+
+        def part(budget: int) -> dict:
+            (tmp_path / "spec.json").write_text(json.dumps({**spec, "max_metric_calls": budget}))
+            done = subprocess.run(
+                [str(VENVS[0]), str(ROOT / "bench/b4_gepa_adapter.py"),
+                 str(tmp_path / "spec.json"), str(tmp_path / "out.json")],
+                capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+            assert done.returncode == 0, done.stderr[-2000:]
+            return json.loads((tmp_path / "out.json").read_text())
+
+        def seed_val_requests() -> int:
+            return sum(1 for r in server.requests if r.path.endswith("/chat/completions")
+                       and r.body["messages"][0]["content"] == seed_prompt
+                       and r.body["messages"][-1]["content"] in {v["input"] for v in rows[4:]})
+
+        first = part(8)
+        assert seed_val_requests() == 4 and first.get("task_answers_from_earlier_parts", 0) == 0
+        second = part(20)  # resumes from run_dir with more budget
+    assert seed_val_requests() == 4  # the seed's validation was not asked again
+    assert second.get("task_answers_from_earlier_parts", 0) >= 4
+    assert second["metric_calls"] > first["metric_calls"]
