@@ -43,9 +43,12 @@ Resumable: each (task, framework, seed, budget) cell is written to the results f
 ones too, unless --retry-failed). A cell cut off (the session ended, SIGTERM, SIGKILL) goes on
 where it stopped: its work folder is fixed (RUNS/TASK-FRAMEWORK-sSEED-mmcBUDGET), textprop
 resumes its ledger (`--resume`), GEPA its run_dir state, and the proxies' call logs carry
-the earlier parts' calls and tokens; only TextGrad's loop, which keeps no state, starts again
-from scratch (its earlier part is discarded, calls included). Several harness processes may
-run different cells against the same servers at once (the results file is locked).
+the earlier parts' calls and tokens. TextGrad's loop keeps no state and starts again, but its
+own response cache (under XDG_CACHE_HOME, in the work folder) answers the calls an earlier
+part made, so it retraces that path almost without calling the servers (a rewrite request
+whose batch feedback its threads joined in another order goes out again) and goes on.
+Several harness processes may run different cells against the same servers at once (the
+results file is locked).
 
     python bench/b4_quality.py --start-servers                   # every missing core cell
     python bench/b4_quality.py --task-url URL --writer-url URL   # servers already running
@@ -66,7 +69,6 @@ import os
 import platform
 import random
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -473,7 +475,6 @@ def by_role(task_usage: dict, writer_usage: dict) -> dict[str, dict[str, float]]
     return roles
 
 
-RESUMABLE = {"pareto", "pareto-demos", "tgd", "gepa", "gepa-merge"}  # textgrad: from scratch
 
 
 def cell_work_dir(runs: Path, task: str, framework: str, seed: int, budget: int) -> Path:
@@ -481,18 +482,12 @@ def cell_work_dir(runs: Path, task: str, framework: str, seed: int, budget: int)
 
 
 def start_part(work: Path, framework: str) -> list[dict[str, Any]]:
-    """Open a new part of the cell in `work` and return all its parts so far, this one
-    last. A framework that cannot resume starts over: its earlier parts are discarded."""
+    """Open a new part of the cell in `work` (kept as the earlier parts left it: ledger,
+    run_dir, response cache, call logs) and return all its parts so far, this one last."""
     parts_file = work / "parts.json"
-    if work.exists() and framework not in RESUMABLE:
-        discarded = len(json.loads(parts_file.read_text())) if parts_file.exists() else 0
-        shutil.rmtree(work)
-        work.mkdir(parents=True)
-        parts = [{"started": time.time(), "discarded_parts": discarded}]
-    else:
-        work.mkdir(parents=True, exist_ok=True)
-        parts = json.loads(parts_file.read_text()) if parts_file.exists() else []
-        parts.append({"started": time.time()})
+    work.mkdir(parents=True, exist_ok=True)
+    parts = json.loads(parts_file.read_text()) if parts_file.exists() else []
+    parts.append({"started": time.time()})
     parts_file.write_text(json.dumps(parts))
     return parts
 
@@ -516,8 +511,7 @@ def run_cell(task: str, framework: str, seed: int, data: dict, args, servers: di
                                               for c in read_log(log)])
     cell: dict[str, Any] = {"task": task, "framework": framework, "seed": seed,
                             "budget": args.max_metric_calls, "work_dir": str(work),
-                            "parts": len(parts),
-                            "discarded_parts": parts[-1].get("discarded_parts", 0)}
+                            "parts": len(parts)}
     rusage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     server_cpu0 = {k: proc_cpu_s(v) for k, v in servers["pids"].items()}
@@ -769,8 +763,6 @@ def table(results: dict, budget: int | None = None) -> str:
             status = f"failed: {str(c.get('error'))[:120]}"
         if c.get("parts", 1) > 1:  # cut off and resumed: CPU counts the last part only
             status += f" ({c['parts']} parts, CPU of the last)"
-        if c.get("discarded_parts"):
-            status += f" (restarted; {c['discarded_parts']} cut-off part(s) discarded)"
         lines.append(
             f"| {c['task']} | {c['framework']} | {c['seed']} | {status} | {test} | {val} | "
             f"{c.get('metric_calls') if c.get('metric_calls') is not None else '-'} | {roles} | "

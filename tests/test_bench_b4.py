@@ -189,8 +189,7 @@ def test_a_proxy_on_an_existing_call_log_counts_on_from_it(tmp_path: Path) -> No
     assert len(b4.read_log(log)) == 3
 
 
-def test_a_cut_off_cell_keeps_its_parts_and_a_framework_without_state_starts_over(
-        tmp_path: Path) -> None:
+def test_a_cut_off_cell_keeps_its_parts_and_its_work_folder(tmp_path: Path) -> None:
     work = b4.cell_work_dir(tmp_path, "object_counting", "gepa", 0, 300)
     assert work.name == "object_counting-gepa-s0-mmc300"
     first = b4.start_part(work, "gepa")
@@ -203,10 +202,9 @@ def test_a_cut_off_cell_keeps_its_parts_and_a_framework_without_state_starts_ove
 
     tg = b4.cell_work_dir(tmp_path, "object_counting", "textgrad", 0, 300)
     b4.start_part(tg, "textgrad")
-    (tg / "result.json").write_text("{}")
+    (tg / "cache" / "textgrad").mkdir(parents=True)  # TextGrad's own response cache
     again = b4.start_part(tg, "textgrad")
-    assert len(again) == 1 and again[0]["discarded_parts"] == 1
-    assert not (tg / "result.json").exists()
+    assert len(again) == 2 and (tg / "cache" / "textgrad").is_dir()
 
 
 @pytest.mark.skipif(not (b4.DATA / "bbh/bbh/object_counting.json").exists(),
@@ -348,3 +346,52 @@ def test_a_resumed_gepa_part_does_not_pay_again_for_the_seeds_validation(tmp_pat
     assert seed_val_requests() == 4  # the seed's validation was not asked again
     assert second.get("task_answers_from_earlier_parts", 0) >= 4
     assert second["metric_calls"] > first["metric_calls"]
+
+
+@pytest.mark.skipif(not VENVS[1].exists(), reason="needs bench/setup-textgrad")
+@pytest.mark.skipif(not (b4.DATA / "bbh/bbh/object_counting.json").exists(),
+                    reason="needs the shared BBH data")
+def test_a_restarted_textgrad_part_retraces_the_earlier_part_from_its_own_cache(
+        tmp_path: Path) -> None:
+    """TextGrad keeps no state, so a cut-off cell runs its loop again; with the work folder
+    kept, TextGrad's response cache answers the calls the earlier part made. Not every one:
+    TextGrad joins a batch's feedback in the order its threads finish, so a rewrite request
+    can differ from the recorded one and go to the server, as it could in any run."""
+    from textprop.testing.server import TestServer
+
+    from .train.fake_pipeline import server_reply
+
+    def reply(body: dict) -> str:
+        system = next((m["content"] for m in body["messages"] if m["role"] == "system"), "")
+        if "optimization system" in system:  # TextGrad's optimizer: a rewrite in its tags
+            return "<IMPROVED_VARIABLE>Count every item, then answer.</IMPROVED_VARIABLE>"
+        return server_reply(body)
+
+    work = tmp_path / "cell"
+    work.mkdir()
+    with TestServer(reply=reply) as server:
+        def run() -> dict:
+            out = work / "result.json"
+            done = subprocess.run(
+                [str(VENVS[1]), str(ROOT / "bench/tg_protocol.py"), "--base-url",
+                 server.base_url, "--model", "m", "--bbh",
+                 str(b4.DATA / "bbh/bbh/object_counting.json"), "--val", "4", "--no-test",
+                 "--epochs", "1", "--steps", "2", "--batch-size", "2", "--threads", "2",
+                 "--max-tokens", "16", "--seed", "0", "--out", str(out)],
+                capture_output=True, text=True, timeout=300, cwd=work,
+                env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                     "XDG_CACHE_HOME": str(work / "cache"), "TG_DATA_ROOT": str(work / "data"),
+                     "OPENAI_API_KEY": "not-needed"})
+            assert done.returncode == 0, done.stderr[-2000:]
+            return json.loads(out.read_text())
+
+        first = run()
+        sent = len(server.requests)
+        second = run()
+        again = len(server.requests) - sent
+    assert sent >= 20 and again <= 4  # the evaluations and most feedback came from the cache
+    assert second["final_prompt"] == first["final_prompt"]
+    def path(result: dict) -> list[dict]:
+        return [{k: v for k, v in step.items() if k != "seconds"} for step in result["steps"]]
+
+    assert path(second) == path(first) and len(path(first)) == 2
