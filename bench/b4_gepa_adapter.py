@@ -24,7 +24,9 @@ looks at `run_dir` for a saved state, so every resumed part would pay that evalu
 (30 task calls, discarded when the state loads; an uninterrupted run pays it once). The
 adapter therefore keeps each task answer in `task_answers.jsonl` next to `run_dir` and
 serves a request that an earlier part already answered from there; within a part every
-request goes to the server, as in a run that was never cut.
+request goes to the server, as in a run that was never cut. Reflections likewise
+(`reflection_answers.jsonl`): an iteration a cut interrupted is redone with the recorded
+reflection, and the next new reflection gets the seed it would have had in one run.
 """
 
 from __future__ import annotations
@@ -67,14 +69,7 @@ class B4Adapter:
         self.earlier_parts = 0  # requests answered from an earlier part's record
         run_dir = spec.get("run_dir")
         self._record = Path(run_dir).parent / "task_answers.jsonl" if run_dir else None
-        self._answered: dict[str, str] = {}  # by request, from earlier parts only
-        if self._record is not None and self._record.exists():
-            for line in self._record.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except ValueError:  # a line cut by a kill
-                    continue
-                self._answered[row["key"]] = row["reply"]
+        self._answered = earlier_answers(self._record)  # by request, from earlier parts only
         self._lock = threading.Lock()
 
     def _answer(self, system: str, row: dict) -> str:
@@ -123,19 +118,44 @@ class B4Adapter:
         return {name: items for name in components_to_update}
 
 
+def earlier_answers(record: Path | None) -> dict[str, str]:
+    """The answers an earlier part recorded, by request; a line cut by a kill is skipped."""
+    answered: dict[str, str] = {}
+    if record is not None and record.exists():
+        for line in record.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            answered[row["key"]] = row["reply"]
+    return answered
+
+
 def reflection_lm(spec: dict[str, Any]):
     client = OpenAI(base_url=spec["reflection_url"], api_key="not-needed",
                     timeout=spec.get("timeout", 900), max_retries=2)
-    calls = {"n": 0}
+    run_dir = spec.get("run_dir")
+    record = Path(run_dir).parent / "reflection_answers.jsonl" if run_dir else None
+    answered = earlier_answers(record)
+    # Numbered across parts: the next new reflection gets the seed it would have had.
+    calls = {"n": len(answered), "earlier_parts": 0}
 
     def call(prompt: str | list[dict[str, Any]]) -> str:
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        key = json.dumps([spec["reflection_model"], messages])
+        if key in answered:
+            calls["earlier_parts"] += 1
+            return answered[key]
         calls["n"] += 1
         reply = client.chat.completions.create(
             model=spec["reflection_model"], messages=messages,
             temperature=spec.get("reflection_temperature", 1.0),
             seed=spec["seed"] * 100_000 + calls["n"], max_tokens=spec["reflection_max_tokens"])
-        return reply.choices[0].message.content or ""
+        text = reply.choices[0].message.content or ""
+        if record is not None:
+            with record.open("a") as f:
+                f.write(json.dumps({"key": key, "reply": text}) + "\n")
+        return text
 
     return call, calls
 
@@ -174,7 +194,8 @@ def main() -> int:
         print(result["traceback"], file=sys.stderr)
     result["task_calls"] = adapter.calls
     result["task_answers_from_earlier_parts"] = adapter.earlier_parts
-    result["reflection_calls"] = lm_calls["n"]
+    result["reflection_calls"] = lm_calls["n"]  # numbered across parts
+    result["reflections_from_earlier_parts"] = lm_calls["earlier_parts"]
     result["loop_s"] = time.perf_counter() - started
     out_path.write_text(json.dumps(result, indent=1))
     return 1 if result["failure"] else 0

@@ -343,9 +343,13 @@ def test_a_resumed_gepa_part_does_not_pay_again_for_the_seeds_validation(tmp_pat
         first = part(8)
         assert seed_val_requests() == 4 and first.get("task_answers_from_earlier_parts", 0) == 0
         second = part(20)  # resumes from run_dir with more budget
+        seeds = [r.body["seed"] for r in server.requests
+                 if r.path.endswith("/chat/completions") and r.body["model"] == "w"]
     assert seed_val_requests() == 4  # the seed's validation was not asked again
     assert second.get("task_answers_from_earlier_parts", 0) >= 4
     assert second["metric_calls"] > first["metric_calls"]
+    # reflections are numbered across parts: the second part's seeds follow the first's
+    assert len(seeds) >= 2 and seeds == list(range(1, len(seeds) + 1))
 
 
 @pytest.mark.skipif(not VENVS[1].exists(), reason="needs bench/setup-textgrad")
