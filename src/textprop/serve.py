@@ -175,6 +175,8 @@ class Server:
             self._thread.join(timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._loop_thread.join(timeout=5)
+        if not self._loop.is_running():
+            self._loop.close()
 
     def __enter__(self) -> Server:
         return self.start()
