@@ -85,9 +85,7 @@ class B4Adapter:
         text = reply.choices[0].message.content or ""
         with self._lock:
             self.calls += 1
-            if self._record is not None:
-                with self._record.open("a") as f:
-                    f.write(json.dumps({"key": key, "reply": text}) + "\n")
+            record_answer(self._record, key, text)
         return text
 
     def evaluate(self, batch: list[dict], candidate: dict[str, str],
@@ -131,6 +129,13 @@ def earlier_answers(record: Path | None) -> dict[str, str]:
     return answered
 
 
+def record_answer(record: Path | None, key: str, reply: str) -> None:
+    """Append one answer for later parts (`earlier_answers` reads them back)."""
+    if record is not None:
+        with record.open("a") as f:
+            f.write(json.dumps({"key": key, "reply": reply}) + "\n")
+
+
 def reflection_lm(spec: dict[str, Any]):
     client = OpenAI(base_url=spec["reflection_url"], api_key="not-needed",
                     timeout=spec.get("timeout", 900), max_retries=2)
@@ -152,9 +157,7 @@ def reflection_lm(spec: dict[str, Any]):
             temperature=spec.get("reflection_temperature", 1.0),
             seed=spec["seed"] * 100_000 + calls["n"], max_tokens=spec["reflection_max_tokens"])
         text = reply.choices[0].message.content or ""
-        if record is not None:
-            with record.open("a") as f:
-                f.write(json.dumps({"key": key, "reply": text}) + "\n")
+        record_answer(record, key, text)
         return text
 
     return call, calls
