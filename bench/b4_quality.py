@@ -88,6 +88,9 @@ from bounded_run import run_bounded  # noqa: E402
 DATA = (ROOT / "../shared/data").resolve()
 RESULTS = ROOT / "bench/results/b4_quality.json"
 RUNS = ROOT / "bench/runs/b4"
+# Unfinished cells' work folders, packed at a session's end (--pack-parts) and committed: a
+# session's machine and checkout start fresh, so bench/runs/ does not outlive it.
+PARTS = ROOT / "bench/results/b4_parts"
 TG_PYTHON = ROOT / "bench/.venv-textgrad/bin/python"
 GEPA_PYTHON = ROOT / "bench/.venv-gepa/bin/python"
 FRAMEWORKS = ("pareto", "pareto-demos", "tgd", "gepa", "gepa-merge", "textgrad")
@@ -481,6 +484,42 @@ def cell_work_dir(runs: Path, task: str, framework: str, seed: int, budget: int)
     return runs / f"{task}-{framework}-s{seed}-mmc{budget}"
 
 
+def pack_parts(runs: Path, parts: Path, recorded: dict[str, Any]) -> list[Path]:
+    """Pack every cell work folder under `runs` whose cell is not recorded into
+    `parts`/NAME.tar.gz (written atomically), so the next session's checkout resumes it."""
+    import tarfile
+
+    finished = {Path(c["work_dir"]).name for c in recorded.values() if c.get("work_dir")}
+    packed = []
+    for work in sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []:
+        if work.name in finished or not (work / "parts.json").exists():
+            continue
+        parts.mkdir(parents=True, exist_ok=True)
+        target = parts / f"{work.name}.tar.gz"
+        tmp = target.with_suffix(".tmp")
+        with tarfile.open(tmp, "w:gz") as tar:
+            tar.add(work, arcname=work.name)
+        tmp.replace(target)
+        packed.append(target)
+    return packed
+
+
+def unpack_part(work: Path, parts: Path) -> bool:
+    """Restore a cell's work folder from its packed part when this checkout has none."""
+    import tarfile
+
+    packed = parts / f"{work.name}.tar.gz"
+    if work.exists() or not packed.exists():
+        return False
+    work.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(packed) as tar:
+        names = tar.getnames()
+        if any(n != work.name and not n.startswith(work.name + "/") for n in names):
+            raise SystemExit(f"b4: {packed} holds files outside {work.name}/")
+        tar.extractall(work.parent, filter="data")
+    return True
+
+
 def start_part(work: Path, framework: str) -> list[dict[str, Any]]:
     """Open a new part of the cell in `work` (kept as the earlier parts left it: ledger,
     run_dir, response cache, call logs) and return all its parts so far, this one last."""
@@ -505,6 +544,9 @@ def earlier_parts_wall(parts: list[dict[str, Any]], calls: list[dict[str, Any]])
 def run_cell(task: str, framework: str, seed: int, data: dict, args, servers: dict,
              results_path: Path) -> dict[str, Any]:
     work = cell_work_dir(args.runs, task, framework, seed, args.max_metric_calls)
+    if unpack_part(work, args.parts):
+        print(f"  resumed from {args.parts / (work.name + '.tar.gz')}", file=sys.stderr,
+              flush=True)
     parts = start_part(work, framework)
     logs = {"task": work / "calls-task.jsonl", "writer": work / "calls-writer.jsonl"}
     earlier_wall = earlier_parts_wall(parts, [c for log in logs.values()
@@ -1047,6 +1089,7 @@ def run_all(args, out: Path) -> None:
                 cell = run_cell(task, framework, seed, data, args, servers, out)
                 update_results(out, lambda r, key=key, cell=cell: r["cells"]
                                .__setitem__(key, cell))
+                (args.parts / f"{Path(cell['work_dir']).name}.tar.gz").unlink(missing_ok=True)
                 print(f"  {cell['status']}: test {cell.get('start_test')} -> "
                       f"{cell.get('final_test')}, metric calls {cell.get('metric_calls')}, "
                       f"task calls {cell.get('task_calls')}, {cell['wall_s']:.0f} s"
@@ -1110,6 +1153,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--retry-failed", action="store_true", help="rerun cells that failed")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--runs", type=Path, default=RUNS, help="work folders of the cells")
+    p.add_argument("--parts", type=Path, default=PARTS,
+                   help="packed work folders of unfinished cells (committed between sessions)")
+    p.add_argument("--pack-parts", action="store_true",
+                   help="pack every unfinished cell's work folder into --parts and exit (at a "
+                        "session's end, after stopping the harnesses); a later run unpacks "
+                        "a cell's part when its work folder is absent")
     p.add_argument("--table", action="store_true", help="print the B4 table and exit")
     p.add_argument("--budget", type=int, default=None, help="--table: only this budget")
     p.add_argument("--plan", action="store_true",
@@ -1128,6 +1177,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.plan:
         print(plan(args))
         return 0
+    if args.pack_parts:
+        for path in pack_parts(args.runs, args.parts, load_results(args.out)["cells"]):
+            print(f"packed {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} "
+                  f"({path.stat().st_size / 1e6:.1f} MB)")
+        return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("b4: stopped by SIGTERM"))
     if args.smoke:
         defaults = {"seeds": [0], "val": 6, "test": 8, "max_metric_calls": 40,
@@ -1138,6 +1192,8 @@ def main(argv: list[str] | None = None) -> int:
                 setattr(args, k, v)
         if args.runs == RUNS:
             args.runs = _scratch() / "b4-smoke-runs"
+        if args.parts == PARTS:
+            args.parts = _scratch() / "b4-smoke-parts"
         return smoke(args)
     run_all(args, args.out)
     print(table(load_results(args.out), args.max_metric_calls))

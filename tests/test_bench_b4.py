@@ -207,11 +207,41 @@ def test_a_cut_off_cell_keeps_its_parts_and_its_work_folder(tmp_path: Path) -> N
     assert len(again) == 2 and (tg / "cache" / "textgrad").is_dir()
 
 
+def test_only_unfinished_cells_are_packed_and_a_part_unpacks_only_into_its_own_folder(
+        tmp_path: Path) -> None:
+    import tarfile
+
+    runs, parts = tmp_path / "runs", tmp_path / "parts"
+    cut = b4.cell_work_dir(runs, "object_counting", "gepa", 0, 300)
+    done = b4.cell_work_dir(runs, "object_counting", "tgd", 0, 300)
+    for work in (cut, done):
+        b4.start_part(work, "x")
+        (work / "run").mkdir()
+        (work / "run" / "ledger.sqlite3").write_bytes(b"ledger of " + work.name.encode())
+    (runs / "not-a-cell").mkdir()  # no parts.json: never packed
+    recorded = {"object_counting/tgd/seed0/mmc300": {"work_dir": str(done)}}
+    assert b4.pack_parts(runs, parts, recorded) == [parts / f"{cut.name}.tar.gz"]
+
+    fresh = tmp_path / "fresh" / cut.name
+    assert b4.unpack_part(fresh, parts)
+    assert (fresh / "run" / "ledger.sqlite3").read_bytes() == b"ledger of " + cut.name.encode()
+    assert not b4.unpack_part(fresh, parts)  # a folder that exists is never overwritten
+
+    evil = tmp_path / "evil"
+    with tarfile.open(parts / "x-s0-mmc1.tar.gz", "w:gz") as tar:
+        (tmp_path / "other").mkdir()
+        tar.add(tmp_path / "other", arcname="elsewhere")
+    with pytest.raises(SystemExit, match="outside"):
+        b4.unpack_part(evil / "x-s0-mmc1", parts)
+
+
 @pytest.mark.skipif(not (b4.DATA / "bbh/bbh/object_counting.json").exists(),
                     reason="needs the shared BBH data")
 def test_a_harness_killed_mid_cell_resumes_the_cell_where_it_stopped(tmp_path: Path) -> None:
-    """SIGKILL the harness while textprop's search runs; the rerun resumes the same ledger
-    (the baseline is not paid again) and the cell counts the calls of both parts."""
+    """SIGKILL the harness while textprop's search runs and pack the cut cell as a session's
+    end does; on a checkout with no work folders the rerun unpacks it and resumes the same
+    ledger (the baseline is not paid again), and the cell counts the calls of both parts."""
+    import shutil
     import signal
     import time
 
@@ -222,14 +252,14 @@ def test_a_harness_killed_mid_cell_resumes_the_cell_where_it_stopped(tmp_path: P
     targets = {r["input"].strip(): r["target"] for split in ("train", "val", "test")
                for r in data[split]}
     task_reply, writer_reply = b4.smoke_replies(targets)
-    out, runs = tmp_path / "b4.json", tmp_path / "runs"
+    out, runs, parts = tmp_path / "b4.json", tmp_path / "runs", tmp_path / "parts"
     work = b4.cell_work_dir(runs, "object_counting", "pareto", 0, 40)
     with TestServer(reply=task_reply, latency=0.05) as task, \
             TestServer(reply=writer_reply, latency=0.05) as writer:
         cmd = [sys.executable, str(ROOT / "bench/b4_quality.py"), "--tasks", "object_counting",
                "--frameworks", "pareto", "--seeds", "0", "--val", "6", "--test", "8",
                "--max-metric-calls", "40", "--max-tokens", "64", "--writer-max-tokens", "64",
-               "--workers", "2", "--out", str(out), "--runs", str(runs),
+               "--workers", "2", "--out", str(out), "--runs", str(runs), "--parts", str(parts),
                "--task-url", task.base_url, "--writer-url", writer.base_url]
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
@@ -252,8 +282,14 @@ def test_a_harness_killed_mid_cell_resumes_the_cell_where_it_stopped(tmp_path: P
             not json.loads(out.read_text())["cells"]
         baseline = Ledger.in_run(work / "run").steps()[0]
         paid_first = len(b4.read_log(work / "calls-task.jsonl"))
+        packed = subprocess.run(cmd + ["--pack-parts"], env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert packed.returncode == 0, packed.stderr
+        assert [p.name for p in parts.iterdir()] == [f"{work.name}.tar.gz"]
+        shutil.rmtree(runs)  # the next session's checkout: only what was committed
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "resumed from" in done.stderr and not list(parts.iterdir())  # done: part dropped
     cell = json.loads(out.read_text())["cells"]["object_counting/pareto/seed0/mmc40"]
     assert cell["status"] == "ok" and cell["parts"] == 2
     assert Ledger.in_run(work / "run").steps()[0] == baseline  # resumed, not started over
