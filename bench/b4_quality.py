@@ -172,8 +172,23 @@ def metric_fn(name: str):
 
 # --- servers --------------------------------------------------------------------------------
 def model_id(base_url: str, timeout: float = 10) -> str:
+    return _first_model(base_url, timeout)["id"]
+
+
+def server_platform(base_url: str, timeout: float = 10) -> str | None:
+    """The server's `system_fingerprint` (`textprop serve`: its llama.cpp build, CPU
+    features, threads and model): a test score holds for one platform only, since the same
+    weights answer differently on another CPU (3 of 20 start-prompt answers, 2026-12-02)."""
+    return _first_model(base_url, timeout).get("system_fingerprint")
+
+
+def _first_model(base_url: str, timeout: float) -> dict[str, Any]:
     with urllib.request.urlopen(f"{base_url}/models", timeout=timeout) as reply:
-        return json.load(reply)["data"][0]["id"]
+        return json.load(reply)["data"][0]
+
+
+def test_key(prompt_sha: str, model: str, platform: str | None) -> str:
+    return f"{prompt_sha}@{model}" + (f"@{platform}" if platform else "")
 
 
 def serve_command(model: str, port: int, n_parallel: int | None,
@@ -589,6 +604,7 @@ def run_cell(task: str, framework: str, seed: int, data: dict, args, servers: di
             cell |= {"start_test": start["score"], "final_test": test["score"],
                      "test_n": test["n"], "final_test_per_example": test["per_example"],
                      "test_model": servers["models"]["test"],
+                     "test_platform": servers.get("test_platform"),
                      "test_eval": {"shared": test.get("shared", False), **test["usage"],
                                    "wall_s": test["wall_s"]}}
         except Exception as error:
@@ -606,31 +622,35 @@ def run_cell(task: str, framework: str, seed: int, data: dict, args, servers: di
 def test_eval(task: str, prompt: str, data: dict, args, servers: dict,
               results_path: Path) -> dict[str, Any]:
     """The harness's test score of `prompt` by the test server's model, once per distinct
-    prompt, task and test model (scores of another test model are not reused)."""
-    model = servers["models"]["test"]
-    key = f"{sha(prompt)}@{model}"
+    prompt, task, test model and platform (scores of another model or platform are not
+    reused)."""
+    model, platform = servers["models"]["test"], servers.get("test_platform")
+    key = test_key(sha(prompt), model, platform)
     known = load_results(results_path)["test_evals"].get(task, {}).get(key)
     if known is not None:
         return {**known, "shared": True}
     result = evaluate(prompt, data["test"], data["metric"], servers["test"], model,
                       args.max_tokens, args.workers, args.call_timeout)
-    result |= {"prompt": prompt, "model": model}
+    result |= {"prompt": prompt, "model": model, "platform": platform}
     update_results(results_path, lambda r: r["test_evals"].setdefault(task, {})
                    .__setitem__(key, result))
     return result
 
 
 def ensure_start(task: str, data: dict, args, servers: dict, results_path: Path) -> None:
-    """The starting prompt's test score, computed once per task and test model and shared
-    by every cell."""
+    """The starting prompt's test score, computed once per task, test model and platform
+    and shared by every cell scored there (`starts` holds the latest; every platform's is
+    kept in `test_evals`)."""
     known = load_results(results_path)["starts"].get(task)
-    if known is not None and known.get("model") == servers["models"]["test"]:
+    if known is not None and known.get("model") == servers["models"]["test"] and \
+            known.get("platform") == servers.get("test_platform"):
         return
     print(f"{time.strftime('%H:%M:%S')} {task}: the starting prompt on {len(data['test'])} "
           "test examples ...", file=sys.stderr, flush=True)
     result = test_eval(task, data["prompt"], data, args, servers, results_path)
     start = {"prompt": data["prompt"], "prompt_sha": sha(data["prompt"]),
-             "model": servers["models"]["test"], "score": result["score"], "n": result["n"],
+             "model": servers["models"]["test"], "platform": servers.get("test_platform"),
+             "score": result["score"], "n": result["n"],
              "per_example": result["per_example"],
              "finished_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     update_results(results_path, lambda r: r["starts"].__setitem__(task, start))
@@ -642,6 +662,58 @@ def protocol_of(args, models: dict[str, str]) -> dict[str, Any]:
     return {"models": models, "val": args.val, "test": args.test, "max_tokens": args.max_tokens,
             "writer_max_tokens": args.writer_max_tokens, "minibatch": MINIBATCH,
             "template": TEMPLATE}
+
+
+# --- one platform's scores -------------------------------------------------------------------
+def platform_view(results: dict, platform: str | None = None) -> dict[str, Any]:
+    """The results with every ok cell's test scores (final and start) as measured on one
+    platform: `platform`, or the one that scored the most ok cells (the latest on a tie). An
+    ok cell whose final prompt has no score there is shown as `unscored` (`--rescore` on a
+    machine of that platform fills it in)."""
+    ok = [c for c in results["cells"].values() if c["status"] == "ok"]
+    counts: dict[str | None, list[str]] = {}
+    for c in ok:
+        counts.setdefault(c.get("test_platform"), []).append(c.get("finished_at", ""))
+    if platform is None and counts:
+        platform = max(counts, key=lambda p: (len(counts[p]), max(counts[p])))
+    cells, starts = {}, {}
+    for key, c in results["cells"].items():
+        if c["status"] != "ok":
+            cells[key] = c
+            continue
+        evals = results["test_evals"].get(c["task"], {})
+        start_sha = results["starts"].get(c["task"], {}).get("prompt_sha") or sha(
+            task_info(c["task"])["prompt"])
+        final = evals.get(test_key(c["prompt_sha"], c["test_model"], platform))
+        start = evals.get(test_key(start_sha, c["test_model"], platform))
+        if final is None or start is None:
+            cells[key] = {**c, "status": "unscored",
+                          "error": f"not scored on platform {platform}: --rescore there"}
+            continue
+        starts[c["task"]] = start
+        cells[key] = {**c, "start_test": start["score"], "final_test": final["score"],
+                      "final_test_per_example": final["per_example"], "test_n": final["n"],
+                      "test_platform": platform}
+    return {**results, "cells": cells, "starts": starts, "platform": platform}
+
+
+def rescore(args, out: Path) -> list[str]:
+    """Score, on the test server given, every ok cell's final prompt and its task's start
+    that this platform has not scored yet; what was scored."""
+    servers = {"test": args.test_url, "models": {"test": model_id(args.test_url)}}
+    servers["test_platform"] = server_platform(args.test_url)
+    done = []
+    results = load_results(out)
+    for task in sorted({c["task"] for c in results["cells"].values() if c["status"] == "ok"}):
+        data = load_task(task, args.val, args.test)
+        ensure_start(task, data, args, servers, out)
+        for c in sorted(results["cells"].values(), key=lambda c: c["seed"]):
+            if c["task"] == task and c["status"] == "ok" and \
+                    c["test_model"] == servers["models"]["test"]:
+                test = test_eval(task, c["final_prompt"], data, args, servers, out)
+                if not test.get("shared"):
+                    done.append(f"{task} {c['framework']} seed {c['seed']}: {test['score']:.3f}")
+    return done
 
 
 # --- statistics -----------------------------------------------------------------------------
@@ -690,7 +762,9 @@ def paired(a: list[dict], b: list[dict]) -> dict[str, Any] | None:
             "difference": (better - worse) / max(n, 1), "p": sign_test(better, worse)}
 
 
-def summarize(results: dict, budget: int | None = None) -> dict[str, Any]:
+def summarize(results: dict, budget: int | None = None,
+              platform: str | None = None) -> dict[str, Any]:
+    results = platform_view(results, platform)
     groups: dict[tuple[str, str, int], list[dict]] = {}
     for c in results["cells"].values():
         if budget is None or c["budget"] == budget:
@@ -702,7 +776,10 @@ def summarize(results: dict, budget: int | None = None) -> dict[str, Any]:
         row: dict[str, Any] = {"task": task, "framework": framework, "budget": b,
                                "seeds_ok": [c["seed"] for c in ok],
                                "failed": [{"seed": c["seed"], "error": c.get("error")}
-                                          for c in cells if c["status"] != "ok"]}
+                                          for c in cells if c["status"] not in
+                                          ("ok", "unscored")],
+                               "unscored": [c["seed"] for c in cells
+                                            if c["status"] == "unscored"]}
         if ok and start:
             mean, low, high = bootstrap_gain(ok, start)
             row |= {"start": results["starts"][task]["score"],
@@ -746,9 +823,12 @@ def _mean(values: list) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def table(results: dict, budget: int | None = None) -> str:
-    s = summarize(results, budget)
-    lines = ["| task | framework | budget | seeds ok / failed | test: start -> final (mean) | "
+def table(results: dict, budget: int | None = None, platform: str | None = None) -> str:
+    s = summarize(results, budget, platform)
+    view = platform_view(results, platform)
+    lines = [f"Test scores on platform {view['platform']} (the test server's "
+             "system_fingerprint); cells scored elsewhere only: unscored.", "",
+             "| task | framework | budget | seeds ok / failed | test: start -> final (mean) | "
              "gain, 95 % interval | per seed final | metric calls | calls task / feedback / "
              "rewrite | tokens in / out: task | tokens in / out: writer | optimize wall / cell "
              "| CPU / cell |",
@@ -771,6 +851,9 @@ def table(results: dict, budget: int | None = None) -> str:
         if "gain" not in r:
             quality = "- | - | -"
         failed = "; ".join(f"s{f['seed']}: {str(f['error'])[:80]}" for f in r["failed"])
+        if r["unscored"]:
+            failed += ("; " if failed else "") + "unscored here: " + ", ".join(
+                f"s{seed}" for seed in r["unscored"])
         mc = "-" if r["metric_calls_mean"] is None else f"{r['metric_calls_mean']:.0f}"
         wall = "-" if r["wall_s_mean"] is None else f"{r['wall_s_mean'] / 60:.1f} min"
         cpu = "-" if r["cpu_s_mean"] is None else f"{r['cpu_s_mean'] / 60:.1f} min"
@@ -785,7 +868,7 @@ def table(results: dict, budget: int | None = None) -> str:
               "metric calls | calls task / feedback / rewrite | tokens in / out | wall: optimize + "
               "test | CPU: framework + harness + servers |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for c in sorted((c for c in results["cells"].values()
+    for c in sorted((c for c in view["cells"].values()
                      if budget is None or c["budget"] == budget),
                     key=lambda c: (c["task"], c["framework"], c["budget"], c["seed"])):
         u = c.get("usage_by_role") or {}
@@ -802,7 +885,7 @@ def table(results: dict, budget: int | None = None) -> str:
             status = "ok"
         else:
             test, val = "-", "-"
-            status = f"failed: {str(c.get('error'))[:120]}"
+            status = f"{c['status']}: {str(c.get('error'))[:120]}"
         if c.get("parts", 1) > 1:  # cut off and resumed: CPU counts the last part only
             status += f" ({c['parts']} parts, CPU of the last)"
         lines.append(
@@ -1062,6 +1145,7 @@ def run_all(args, out: Path) -> None:
         servers.setdefault("test", args.test_url or servers["task"])
         servers["models"] = {role: model_id(servers[role])
                              for role in ("task", "writer", "test")}
+        servers["test_platform"] = server_platform(servers["test"])
         protocol = protocol_of(args, servers["models"])
 
         def meta(r: dict) -> None:
@@ -1075,7 +1159,8 @@ def run_all(args, out: Path) -> None:
                 "machine": f"{platform.machine()} {os.cpu_count()} cpu, "
                            f"{platform.python_implementation()} {platform.python_version()}",
                 "servers": {k: servers[k] for k in ("task", "writer", "test")},
-                "models": servers["models"], "commit": _commit()})
+                "models": servers["models"], "test_platform": servers["test_platform"],
+                "commit": _commit()})
 
         update_results(out, meta)
         for task in args.tasks:
@@ -1160,6 +1245,12 @@ def main(argv: list[str] | None = None) -> int:
                         "session's end, after stopping the harnesses); a later run unpacks "
                         "a cell's part when its work folder is absent")
     p.add_argument("--table", action="store_true", help="print the B4 table and exit")
+    p.add_argument("--platform", default=None,
+                   help="--table: the test platform (system_fingerprint) whose scores to show "
+                        "(default: the one that scored the most cells)")
+    p.add_argument("--rescore", action="store_true",
+                   help="score every finished cell's final prompt (and each task's start) on "
+                        "the --test-url server's platform where it has no score yet, and exit")
     p.add_argument("--budget", type=int, default=None, help="--table: only this budget")
     p.add_argument("--plan", action="store_true",
                    help="print each framework's share of the budget per task and exit")
@@ -1172,7 +1263,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.frameworks = args.frameworks or list(FRAMEWORKS if args.smoke else CORE)
     if args.table:
-        print(table(load_results(args.out), args.budget))
+        print(table(load_results(args.out), args.budget, args.platform))
+        return 0
+    if args.rescore:
+        if not args.test_url:
+            raise SystemExit("b4: --rescore needs --test-url (the deterministic test server)")
+        for line in rescore(args, args.out):
+            print(f"scored {line}")
+        print(table(load_results(args.out), platform=server_platform(args.test_url)))
         return 0
     if args.plan:
         print(plan(args))

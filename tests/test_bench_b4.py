@@ -333,6 +333,57 @@ def test_test_prompts_are_scored_by_the_test_server_and_never_reused_across_its_
     assert all(key.endswith("@one-at-a-time") for key in results["test_evals"]["object_counting"])
 
 
+@pytest.mark.skipif(not (b4.DATA / "bbh/bbh/object_counting.json").exists(),
+                    reason="needs the shared BBH data")
+def test_test_scores_are_kept_per_platform_and_the_table_shows_one_platform(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same weights answer differently on another CPU, so a cell finished on one machine
+    is compared with starts and cells scored on the same one; --rescore scores it on the
+    machine at hand."""
+    data = b4.load_task("object_counting", 6, 8)
+    targets = {r["input"].strip(): r["target"] for split in ("train", "val", "test")
+               for r in data[split]}
+    task_reply, _ = b4.smoke_replies(targets)
+    out = tmp_path / "b4.json"
+    argv = ["--tasks", "object_counting", "--frameworks", "tgd", "--seeds", "0", "--val", "6",
+            "--test", "8", "--max-metric-calls", "40", "--max-tokens", "64",
+            "--writer-max-tokens", "64", "--workers", "2", "--deadline-min", "5",
+            "--out", str(out), "--runs", str(tmp_path / "runs")]
+    with TestServer(reply=task_reply, models=["batched"]) as task, \
+            TestServer(reply=task_reply, models=["det"]) as here, \
+            TestServer(reply="Answer: -1", models=["det"]) as elsewhere, \
+            TestServer(reply="feedback") as writer:
+        platform = {here.base_url: "fp_here", elsewhere.base_url: "fp_elsewhere",
+                    task.base_url: None, writer.base_url: None}
+        monkeypatch.setattr(b4, "server_platform", lambda url, timeout=10: platform[url])
+        assert b4.main(argv + ["--task-url", task.base_url, "--writer-url", writer.base_url,
+                               "--test-url", here.base_url]) == 0
+        results = json.loads(out.read_text())
+        cell = results["cells"]["object_counting/tgd/seed0/mmc40"]
+        assert cell["test_platform"] == "fp_here"
+        assert all(k.endswith("@det@fp_here") for k in results["test_evals"]["object_counting"])
+        assert not [r for r in elsewhere.requests if r.path.endswith("/chat/completions")]
+
+        assert b4.main(argv + ["--rescore", "--test-url", elsewhere.base_url]) == 0
+        scored = [r for r in elsewhere.requests if r.path.endswith("/chat/completions")]
+        prompts = {cell["final_prompt"], data["prompt"]}
+        assert len(scored) == 8 * len(prompts)  # the final prompt and the start, once each
+        assert b4.main(argv + ["--rescore", "--test-url", elsewhere.base_url]) == 0
+        assert len([r for r in elsewhere.requests
+                    if r.path.endswith("/chat/completions")]) == len(scored)  # nothing new
+    results = json.loads(out.read_text())
+    here_view = b4.platform_view(results)  # the platform that scored the cell
+    assert here_view["platform"] == "fp_here"
+    assert here_view["cells"]["object_counting/tgd/seed0/mmc40"]["final_test"] == \
+        cell["final_test"]
+    there = b4.platform_view(results, "fp_elsewhere")["cells"]["object_counting/tgd/seed0/mmc40"]
+    assert (there["start_test"], there["final_test"]) == (0.0, 0.0)  # every answer -1 there
+    nowhere = b4.platform_view(results, "fp_other")["cells"]["object_counting/tgd/seed0/mmc40"]
+    assert nowhere["status"] == "unscored"
+    assert "unscored here: s0" in b4.table(results, platform="fp_other")
+    assert "platform fp_elsewhere" in b4.table(results, platform="fp_elsewhere")
+
+
 def b4_last_user(request) -> str:  # noqa: ANN001
     return [m for m in request.body["messages"] if m["role"] == "user"][-1]["content"]
 

@@ -141,6 +141,8 @@ class Server:
                  host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
         self.engine = engine
         self.model_id = model_id or engine.name
+        # OpenAI's field for the backend configuration: answers are comparable under one
+        self.system_fingerprint: str | None = getattr(engine, "system_fingerprint", None)
         self.created = int(time.time())
         self._httpd = _HTTPServer((host, port), _Handler, self)
         self._thread: threading.Thread | None = None
@@ -185,8 +187,11 @@ class Server:
         self.stop()
 
     def models(self) -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": self.model_id, "object": "model",
-                                            "created": self.created, "owned_by": "textprop"}]}
+        model = {"id": self.model_id, "object": "model", "created": self.created,
+                 "owned_by": "textprop"}
+        if self.system_fingerprint:  # not an OpenAI field here: how a client learns it first
+            model["system_fingerprint"] = self.system_fingerprint
+        return {"object": "list", "data": [model]}
 
     def complete(self, request: Request, gone: Callable[[], bool]) -> Any:
         """The engine's answer; cancelled (`ClientGone`) as soon as `gone()` says so."""
@@ -215,6 +220,7 @@ class Server:
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
             "created": int(time.time()), "model": self.model_id,
+            "system_fingerprint": self.system_fingerprint,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                          "logprobs": None, "finish_reason": finish or "stop"}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,

@@ -29,6 +29,24 @@ def test_models_lists_the_one_served_model(served: tuple[ScriptedEngine, openai.
     assert [m.id for m in client.models.list()] == ["local:test-model"]
 
 
+def test_an_engine_without_a_fingerprint_sends_none_and_one_with_it_sends_it() -> None:
+    engine = ScriptedEngine(default="hello", name="local:test-model")
+    with Server(engine, port=0) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0)
+        reply = client.chat.completions.create(model="m", messages=[{"role": "user",
+                                                                     "content": "hi"}])
+        assert reply.system_fingerprint is None
+        assert "system_fingerprint" not in client.models.list().data[0].model_dump()
+    engine.system_fingerprint = "fp_0123456789ab"  # type: ignore[attr-defined]
+    with Server(engine, port=0) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0)
+        reply = client.chat.completions.create(model="m", messages=[{"role": "user",
+                                                                     "content": "hi"}])
+        assert reply.system_fingerprint == "fp_0123456789ab"
+        assert client.models.list().data[0].model_dump()["system_fingerprint"] == \
+            "fp_0123456789ab"
+
+
 def test_textgrad_style_call_maps_to_one_request(
         served: tuple[ScriptedEngine, openai.OpenAI]) -> None:
     engine, client = served

@@ -60,6 +60,25 @@ def test_the_openai_sdk_gets_answers(server: Server) -> None:
     assert "4" in _textgrad_call(client, model, "What is 2 + 2? Reply with the number only.")
 
 
+def test_replies_carry_the_engines_build_and_cpu_as_system_fingerprint(server: Server) -> None:
+    import llama_cpp
+
+    client = _client(server)
+    reply = client.chat.completions.create(
+        model="local", messages=[{"role": "user", "content": "Say hi."}], max_tokens=4)
+    assert reply.system_fingerprint == server.engine.system_fingerprint
+    assert reply.system_fingerprint.startswith("fp_")
+    assert client.models.list().data[0].model_dump()["system_fingerprint"] == \
+        reply.system_fingerprint
+    # another llama.cpp build or CPU, another fingerprint
+    info = llama_cpp.llama_print_system_info
+    try:
+        llama_cpp.llama_print_system_info = lambda: b"CPU : AVX2 = 1 |"
+        assert server.engine.system_fingerprint != reply.system_fingerprint
+    finally:
+        llama_cpp.llama_print_system_info = info
+
+
 def test_json_schema_replies_parse(server: Server) -> None:
     client = _client(server)
     schema = {"type": "object", "properties": {"sum": {"type": "integer"}},
