@@ -93,6 +93,9 @@ RUNS = ROOT / "bench/runs/b4"
 PARTS = ROOT / "bench/results/b4_parts"
 TG_PYTHON = ROOT / "bench/.venv-textgrad/bin/python"
 GEPA_PYTHON = ROOT / "bench/.venv-gepa/bin/python"
+# The test server's interpreter: llama.cpp built for a fixed instruction set (AVX2), whose
+# answers are the same on every machine B4's sessions land on (bench/setup-testserver)
+TESTSERVER_PYTHON = ROOT / "bench/.venv-testserver/bin/python"
 FRAMEWORKS = ("pareto", "pareto-demos", "tgd", "gepa", "gepa-merge", "textgrad")
 # What runs unless --frameworks says otherwise: the issue's four frameworks. pareto-demos
 # (demonstrations, off by default after B5) and gepa-merge (merge "if budget allows") are
@@ -192,10 +195,11 @@ def test_key(prompt_sha: str, model: str, platform: str | None) -> str:
 
 
 def serve_command(model: str, port: int, n_parallel: int | None,
-                  cpu_lock: Path | None = None) -> list[str]:
+                  cpu_lock: Path | None = None, python: Path | str | None = None) -> list[str]:
     """`textprop serve` of this checkout for one model (`local`, `local:1.5b`, a GGUF path);
     servers given one `cpu_lock` take turns on the cores instead of fighting over them."""
-    cmd = [sys.executable, "-m", "textprop.cli", "serve", "--model", model, "--port", str(port)]
+    cmd = [str(python or sys.executable), "-m", "textprop.cli", "serve", "--model", model,
+           "--port", str(port)]
     return (cmd + (["--n-parallel", str(n_parallel)] if n_parallel else [])
             + (["--cpu-lock", str(cpu_lock)] if cpu_lock else []))
 
@@ -698,13 +702,13 @@ def platform_view(results: dict, platform: str | None = None) -> dict[str, Any]:
 
 
 def rescore(args, out: Path) -> list[str]:
-    """Score, on the test server given, every ok cell's final prompt and its task's start
-    that this platform has not scored yet; what was scored."""
+    """Score, on the test server given, the start of every task in --tasks and every ok
+    cell's final prompt that this platform has not scored yet; what was scored."""
     servers = {"test": args.test_url, "models": {"test": model_id(args.test_url)}}
     servers["test_platform"] = server_platform(args.test_url)
     done = []
     results = load_results(out)
-    for task in sorted({c["task"] for c in results["cells"].values() if c["status"] == "ok"}):
+    for task in args.tasks:
         data = load_task(task, args.val, args.test)
         ensure_start(task, data, args, servers, out)
         for c in sorted(results["cells"].values(), key=lambda c: c["seed"]):
@@ -1131,10 +1135,17 @@ def run_all(args, out: Path) -> None:
                                      "--writer-port / --test-port, or pass the URLs")
             log_dir = Path(tempfile.mkdtemp(prefix="b4-servers-", dir=_scratch()))
             for role, model, port, n_parallel in roles:
+                python = None
+                if role == "test" and TESTSERVER_PYTHON.exists():
+                    python = TESTSERVER_PYTHON
+                elif role == "test":
+                    print("b4: no bench/.venv-testserver (bench/setup-testserver): the test "
+                          "server runs this machine's native llama.cpp build, whose scores "
+                          "hold on this platform only", file=sys.stderr, flush=True)
                 print(f"{time.strftime('%H:%M:%S')} starting textprop serve --model {model} "
                       f"--port {port} ...", file=sys.stderr, flush=True)
                 proc, url = start_server(serve_command(model, port, n_parallel,
-                                                       log_dir / "cores.lock"),
+                                                       log_dir / "cores.lock", python),
                                          port, log_dir / f"{role}.log")
                 procs.append(proc)
                 servers[role], servers["pids"][role] = url, proc.pid
