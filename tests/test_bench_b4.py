@@ -143,9 +143,9 @@ def test_start_server_waits_for_the_model_list(tmp_path: Path) -> None:
         proc.wait(timeout=30)
 
 
-@pytest.mark.skipif(not (b4.DATA / "bbh/bbh/object_counting.json").exists(),
-                    reason="needs the shared BBH data")
-def test_a_run_that_fails_is_a_recorded_cell_and_is_skipped_on_resume(tmp_path: Path) -> None:
+def tiny_tgd_cell(tmp_path: Path) -> tuple[dict, object, Path, list[str]]:
+    """One tgd cell of object_counting at toy sizes: (data, the task server's canned reply,
+    the results file, the harness's arguments without servers)."""
     data = b4.load_task("object_counting", 6, 8)
     targets = {r["input"].strip(): r["target"] for split in ("train", "val", "test")
                for r in data[split]}
@@ -155,6 +155,13 @@ def test_a_run_that_fails_is_a_recorded_cell_and_is_skipped_on_resume(tmp_path: 
             "--test", "8", "--max-metric-calls", "40", "--max-tokens", "64",
             "--writer-max-tokens", "64", "--workers", "2", "--deadline-min", "5",
             "--out", str(out), "--runs", str(tmp_path / "runs")]
+    return data, task_reply, out, argv
+
+
+@pytest.mark.skipif(not (b4.DATA / "bbh/bbh/object_counting.json").exists(),
+                    reason="needs the shared BBH data")
+def test_a_run_that_fails_is_a_recorded_cell_and_is_skipped_on_resume(tmp_path: Path) -> None:
+    data, task_reply, out, argv = tiny_tgd_cell(tmp_path)
     with TestServer(reply=task_reply) as task, TestServer(reply="feedback") as writer:
         writer.inject(*["400"] * 50)  # every feedback call is refused: textprop's run ends
         urls = ["--task-url", task.base_url, "--writer-url", writer.base_url]
@@ -301,19 +308,11 @@ def test_a_harness_killed_mid_cell_resumes_the_cell_where_it_stopped(tmp_path: P
 
 def test_test_prompts_are_scored_by_the_test_server_and_never_reused_across_its_models(
         tmp_path: Path) -> None:
-    data = b4.load_task("object_counting", 6, 8)
-    targets = {r["input"].strip(): r["target"] for split in ("train", "val", "test")
-               for r in data[split]}
-    task_reply, _ = b4.smoke_replies(targets)
-    out = tmp_path / "b4.json"
+    data, task_reply, out, argv = tiny_tgd_cell(tmp_path)
     out.write_text(json.dumps({"benchmark": "b4", "protocol": None, "cells": {}, "runs": [],
                                "test_evals": {}, "starts": {"object_counting": {
                                    "prompt": data["prompt"], "score": 0.5, "n": 8,
                                    "per_example": {}}}}))  # scored by an unnamed model
-    argv = ["--tasks", "object_counting", "--frameworks", "tgd", "--seeds", "0", "--val", "6",
-            "--test", "8", "--max-metric-calls", "40", "--max-tokens", "64",
-            "--writer-max-tokens", "64", "--workers", "2", "--deadline-min", "5",
-            "--out", str(out), "--runs", str(tmp_path / "runs")]
     with TestServer(reply=task_reply, models=["batched"]) as task, \
             TestServer(reply=task_reply, models=["one-at-a-time"]) as test, \
             TestServer(reply="feedback") as writer:
@@ -340,15 +339,7 @@ def test_test_scores_are_kept_per_platform_and_the_table_shows_one_platform(
     """The same weights answer differently on another CPU, so a cell finished on one machine
     is compared with starts and cells scored on the same one; --rescore scores it on the
     machine at hand."""
-    data = b4.load_task("object_counting", 6, 8)
-    targets = {r["input"].strip(): r["target"] for split in ("train", "val", "test")
-               for r in data[split]}
-    task_reply, _ = b4.smoke_replies(targets)
-    out = tmp_path / "b4.json"
-    argv = ["--tasks", "object_counting", "--frameworks", "tgd", "--seeds", "0", "--val", "6",
-            "--test", "8", "--max-metric-calls", "40", "--max-tokens", "64",
-            "--writer-max-tokens", "64", "--workers", "2", "--deadline-min", "5",
-            "--out", str(out), "--runs", str(tmp_path / "runs")]
+    data, task_reply, out, argv = tiny_tgd_cell(tmp_path)
     with TestServer(reply=task_reply, models=["batched"]) as task, \
             TestServer(reply=task_reply, models=["det"]) as here, \
             TestServer(reply="Answer: -1", models=["det"]) as elsewhere, \
