@@ -647,6 +647,8 @@ def _translate(future: Any, provider: str) -> Any:
     out: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
     def done(f: concurrent.futures.Future[Any]) -> None:
+        if out.done():  # cancelled by a caller that gave up (serve: its client left)
+            return
         exc = f.exception()
         if exc is None:
             out.set_result(f.result())
