@@ -686,8 +686,7 @@ def platform_view(results: dict, platform: str | None = None) -> dict[str, Any]:
             cells[key] = c
             continue
         evals = results["test_evals"].get(c["task"], {})
-        start_sha = results["starts"].get(c["task"], {}).get("prompt_sha") or sha(
-            task_info(c["task"])["prompt"])
+        start_sha = sha(task_info(c["task"])["prompt"])
         final = evals.get(test_key(c["prompt_sha"], c["test_model"], platform))
         start = evals.get(test_key(start_sha, c["test_model"], platform))
         if final is None or start is None:
@@ -768,7 +767,7 @@ def paired(a: list[dict], b: list[dict]) -> dict[str, Any] | None:
 
 def summarize(results: dict, budget: int | None = None,
               platform: str | None = None) -> dict[str, Any]:
-    results = platform_view(results, platform)
+    results = view = platform_view(results, platform)
     groups: dict[tuple[str, str, int], list[dict]] = {}
     for c in results["cells"].values():
         if budget is None or c["budget"] == budget:
@@ -819,7 +818,7 @@ def summarize(results: dict, budget: int | None = None,
                     if result:
                         comparisons.append({"task": task, "budget": b, "a": ours, "b": other,
                                             **result})
-    return {"rows": rows, "comparisons": comparisons}
+    return {"rows": rows, "comparisons": comparisons, "view": view}
 
 
 def _mean(values: list) -> float | None:
@@ -829,7 +828,7 @@ def _mean(values: list) -> float | None:
 
 def table(results: dict, budget: int | None = None, platform: str | None = None) -> str:
     s = summarize(results, budget, platform)
-    view = platform_view(results, platform)
+    view = s["view"]
     lines = [f"Test scores on platform {view['platform']} (the test server's "
              "system_fingerprint); cells scored elsewhere only: unscored.", "",
              "| task | framework | budget | seeds ok / failed | test: start -> final (mean) | "

@@ -20,6 +20,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 import b4_quality as b4  # noqa: E402
 from b4_proxy import CountingProxy, classify  # noqa: E402
 
+needs_bbh = pytest.mark.skipif(not (b4.DATA / "bbh/bbh/object_counting.json").exists(),
+                               reason="needs the shared BBH data")
+
 
 def test_the_proxy_counts_calls_and_usage_tokens_by_role() -> None:
     with TestServer(reply="four words in reply") as server, \
@@ -95,8 +98,7 @@ VENVS = [ROOT / "bench/.venv-gepa/bin/python", ROOT / "bench/.venv-textgrad/bin/
 
 @pytest.mark.skipif(not all(p.exists() for p in VENVS),
                     reason="needs bench/setup-gepa and bench/setup-textgrad")
-@pytest.mark.skipif(not (b4.DATA / "bbh/bbh/object_counting.json").exists(),
-                    reason="needs the shared BBH data")
+@needs_bbh
 @pytest.mark.parametrize("server", ["test", "serve"])
 def test_smoke_runs_every_framework_and_resumes(tmp_path: Path, server: str) -> None:
     """Against the test server, and against `textprop serve`'s HTTP layer (the real runs'
@@ -158,8 +160,7 @@ def tiny_tgd_cell(tmp_path: Path) -> tuple[dict, object, Path, list[str]]:
     return data, task_reply, out, argv
 
 
-@pytest.mark.skipif(not (b4.DATA / "bbh/bbh/object_counting.json").exists(),
-                    reason="needs the shared BBH data")
+@needs_bbh
 def test_a_run_that_fails_is_a_recorded_cell_and_is_skipped_on_resume(tmp_path: Path) -> None:
     data, task_reply, out, argv = tiny_tgd_cell(tmp_path)
     with TestServer(reply=task_reply) as task, TestServer(reply="feedback") as writer:
@@ -242,8 +243,7 @@ def test_only_unfinished_cells_are_packed_and_a_part_unpacks_only_into_its_own_f
         b4.unpack_part(evil / "x-s0-mmc1", parts)
 
 
-@pytest.mark.skipif(not (b4.DATA / "bbh/bbh/object_counting.json").exists(),
-                    reason="needs the shared BBH data")
+@needs_bbh
 def test_a_harness_killed_mid_cell_resumes_the_cell_where_it_stopped(tmp_path: Path) -> None:
     """SIGKILL the harness while textprop's search runs and pack the cut cell as a session's
     end does; on a checkout with no work folders the rerun unpacks it and resumes the same
@@ -332,8 +332,7 @@ def test_test_prompts_are_scored_by_the_test_server_and_never_reused_across_its_
     assert all(key.endswith("@one-at-a-time") for key in results["test_evals"]["object_counting"])
 
 
-@pytest.mark.skipif(not (b4.DATA / "bbh/bbh/object_counting.json").exists(),
-                    reason="needs the shared BBH data")
+@needs_bbh
 def test_test_scores_are_kept_per_platform_and_the_table_shows_one_platform(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same weights answer differently on another CPU, so a cell finished on one machine
@@ -431,8 +430,7 @@ def test_a_resumed_gepa_part_does_not_pay_again_for_the_seeds_validation(tmp_pat
 
 
 @pytest.mark.skipif(not VENVS[1].exists(), reason="needs bench/setup-textgrad")
-@pytest.mark.skipif(not (b4.DATA / "bbh/bbh/object_counting.json").exists(),
-                    reason="needs the shared BBH data")
+@needs_bbh
 def test_a_restarted_textgrad_part_retraces_the_earlier_part_from_its_own_cache(
         tmp_path: Path) -> None:
     """TextGrad keeps no state, so a cut-off cell runs its loop again; with the work folder
