@@ -187,3 +187,14 @@ def test_a_python_pipeline_gets_one_clear_error_instead_of_an_estimate(tmp_path,
     err = capsys.readouterr().err
     assert "run.toml" in err and "pipeline.kind" in err
     assert "the estimate covers [pipeline] kind = 'prompt' and 'chain', not 'python'" in err
+
+
+def test_appended_instructions_leave_the_tokens_unbounded_and_say_why(tmp_path):
+    config = load_config(config_for(tmp_path, "openai:gpt-4o-mini", STRATEGIES["tgd"]))
+    rewrite = estimate(config).to_dict()
+    config.optimizer.edit = "append"
+    append = estimate(config).to_dict()
+    assert append["calls"] == rewrite["calls"]  # the same loop
+    assert rewrite["tokens"]["total"] is not None and append["tokens"]["total"] is None
+    assert any('edit = "append"' in note for note in append["notes"])
+    assert not any("max_tokens" in note for note in append["notes"])

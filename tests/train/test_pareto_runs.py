@@ -120,3 +120,28 @@ def test_sigkill_mid_search_then_resume_equals_an_uninterrupted_run(tmp_path, ex
     sent = Counter(json.dumps(r.body, sort_keys=True) for r in server.requests
                    if r.path.endswith("/chat/completions"))
     assert {body for body, n in sent.items() if n > 1} <= in_flight_at_kill
+
+
+def test_optimizer_edit_append_adds_the_writers_instruction_to_the_parents_prompt(
+        tmp_path, capsys):
+    rule = "End your reply with a line 'Answer: <number>'."
+
+    def instruction(body: dict) -> str:
+        system = next((m["content"] for m in body["messages"] if m["role"] == "system"), "")
+        if "optimization system that improves text" in system:
+            return json.dumps({"new_instruction": rule})
+        return server_reply(body)
+
+    with TestServer(reply=instruction) as server:
+        config = pareto_config(tmp_path, server.base_url, max_proposals=1, parallel=1)
+        config.write_text(config.read_text() + '[optimizer]\nedit = "append"\n')
+        assert main(["optimize", str(config), "--json"]) == 0, capsys.readouterr().err
+        bodies = [r.body for r in server.requests if r.path.endswith("/chat/completions")]
+
+    rewrites = [b for b in bodies if "new_instruction" in json.dumps(b.get("response_format"))]
+    assert len(rewrites) == 1 and "Write ONE new instruction" in last_user(rewrites[0])
+    summary = json.loads(capsys.readouterr().out)
+    candidates = Ledger.in_run(Path(summary["run"])).candidates()
+    assert [c.status for c in candidates] == ["seed", "accepted"]
+    assert candidates[1].values == {"system_prompt": f"You are a helpful assistant.\n{rule}"}
+    assert summary["values"] == candidates[1].values

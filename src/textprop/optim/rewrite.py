@@ -8,11 +8,16 @@ from typing import Any
 
 from textprop.engines.base import Completion
 
-REWRITE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"improved_variable": {"type": "string"}},
-    "required": ["improved_variable"],
-}
+REWRITE_KEY, APPEND_KEY = "improved_variable", "new_instruction"
+
+
+def reply_schema(key: str) -> dict[str, Any]:
+    """The JSON schema of a reply holding one string under `key`."""
+    return {"type": "object", "properties": {key: {"type": "string"}}, "required": [key]}
+
+
+REWRITE_SCHEMA = reply_schema(REWRITE_KEY)  # the whole new text
+APPEND_SCHEMA = reply_schema(APPEND_KEY)  # one instruction added at the end
 
 
 @dataclass(frozen=True)
@@ -21,22 +26,23 @@ class Parsed:
     problem: str = ""  # why not, in words the model can act on in a retry
 
 
-def parse_rewrite(completion: Completion, tags: tuple[str, str]) -> Parsed:
-    """The improved variable from a JSON reply or a tagged reply, whichever is present."""
+def parse_rewrite(completion: Completion, tags: tuple[str, str],
+                  key: str = REWRITE_KEY) -> Parsed:
+    """The text under `key` from a JSON reply, or between `tags`, whichever is present."""
     if completion.finish_reason == "length":
         return Parsed(None, "the reply was cut off at the token limit; keep it shorter")
-    value = _from_json(completion)
+    value = _from_json(completion, key)
     if value is None:
         value = _from_tags(completion.text, tags)
     if value is None:
-        return Parsed(None, f'it had neither a JSON object with "improved_variable" nor '
+        return Parsed(None, f'it had neither a JSON object with "{key}" nor '
                             f"the text between {tags[0]} and {tags[1]}")
     if not value.strip():
-        return Parsed(None, "the improved variable was empty")
+        return Parsed(None, f"the {key.replace('_', ' ')} was empty")
     return Parsed(value.strip())
 
 
-def _from_json(completion: Completion) -> str | None:
+def _from_json(completion: Completion, key: str) -> str | None:
     data = completion.parsed
     if data is None:
         text = completion.text.strip()
@@ -47,7 +53,7 @@ def _from_json(completion: Completion) -> str | None:
             data = json.loads(text[start:end + 1])
         except ValueError:
             return None
-    value = data.get("improved_variable") if isinstance(data, dict) else None
+    value = data.get(key) if isinstance(data, dict) else None
     return value if isinstance(value, str) else None
 
 

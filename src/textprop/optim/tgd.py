@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from textprop.engines.base import Message, Request
 from textprop.errors import EngineReplyError
 from textprop.functions.llm_call import _engine_or_default
 from textprop.optim.optimizer import Optimizer
-from textprop.optim.rewrite import REWRITE_SCHEMA, parse_rewrite
+from textprop.optim.rewrite import (
+    APPEND_KEY,
+    APPEND_SCHEMA,
+    REWRITE_KEY,
+    REWRITE_SCHEMA,
+    parse_rewrite,
+)
 from textprop.prompts import render
 from textprop.variable import Variable
 
@@ -20,6 +26,12 @@ UNCHANGED = "the rewrite repeats the current value"
 REPEATED = "the rewrite repeats a version already tried"
 UNCHANGED_RETRY_TEMPERATURE = 0.8
 SAMPLE_TEMPERATURE = 0.8
+Edit = Literal["rewrite", "append"]
+EDITS: tuple[str, ...] = ("rewrite", "append")
+# The prompts that differ in append mode: ask for, and explain, one instruction to add.
+APPEND_TEMPLATES = {name: name.replace("optimizer_", "optimizer_append_", 1) for name in (
+    "optimizer_rule_json", "optimizer_rule_tags", "optimizer_reply_json",
+    "optimizer_reply_tags", "optimizer_unchanged")}
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,11 @@ class TextualGradientDescent(Optimizer):
     can't be parsed, or that merely repeats the current value although there is feedback, is
     retried `max_parse_retries` times with the problem explained; if it still fails the
     parameter keeps its value and the record says why. It never raises for a bad reply.
+
+    `edit="append"` asks instead for one new instruction, added at the end of the current
+    value: a small writer (the 1.5B embedded model) asked for a whole new text mostly copies
+    the old one back, so a search sees no new candidate (B4's first pareto cell: 20 of 22
+    proposals); asked for one instruction, it always changes something.
     """
 
     def __init__(self, parameters: Mapping[str, Variable] | Iterable[Variable],
@@ -60,14 +77,18 @@ class TextualGradientDescent(Optimizer):
                  in_context_examples: Sequence[str] | None = None,
                  gradient_memory: int = 0, *, max_parse_retries: int = 2,
                  structured: bool | None = None, max_tokens: int | None = None,
-                 temperature: float = 0.0, seed: int | None = 0) -> None:
+                 temperature: float = 0.0, seed: int | None = 0,
+                 edit: Edit = "rewrite") -> None:
+        if edit not in EDITS:
+            raise ValueError(f"edit must be one of {', '.join(EDITS)}, got {edit!r}")
         super().__init__(parameters)
         self._settings = dict(
             verbose=verbose, engine=engine, constraints=constraints,
             new_variable_tags=new_variable_tags, optimizer_system_prompt=optimizer_system_prompt,
             in_context_examples=in_context_examples, gradient_memory=gradient_memory,
             max_parse_retries=max_parse_retries, structured=structured, max_tokens=max_tokens,
-            temperature=temperature, seed=seed)
+            temperature=temperature, seed=seed, edit=edit)
+        self.edit = edit
         self.engine = _engine_or_default(engine)
         self.verbose = verbose
         self.constraints = list(constraints or [])
@@ -91,9 +112,14 @@ class TextualGradientDescent(Optimizer):
         if custom is not None:  # TextGrad's contract: {new_variable_start_tag} placeholders
             return custom.format(new_variable_start_tag=self.tags[0],
                                  new_variable_end_tag=self.tags[1])
-        rule = (render("optimizer_rule_json") if self.structured else
-                render("optimizer_rule_tags", start_tag=self.tags[0], end_tag=self.tags[1]))
+        rule = (render(self._prompt("optimizer_rule_json")) if self.structured else
+                render(self._prompt("optimizer_rule_tags"), start_tag=self.tags[0],
+                       end_tag=self.tags[1]))
         return render("optimizer_system", reply_rule=rule)
+
+    def _prompt(self, name: str) -> str:
+        """The template `name`, or its twin in append mode."""
+        return APPEND_TEMPLATES.get(name, name) if self.edit == "append" else name
 
     @property
     def constraint_text(self) -> str:
@@ -111,7 +137,8 @@ class TextualGradientDescent(Optimizer):
             sections.append(render("optimizer_failures", variable_role=variable.role_description,
                                    failures=failures))
         if tried:
-            items = "\n".join(render("optimizer_tried_item", n=n, value=value)
+            items = "\n".join(render("optimizer_tried_item", n=n,
+                                     value=self._tried_text(variable.value, value))
                               for n, value in enumerate(tried, 1))
             sections.append(render("optimizer_tried", variable_role=variable.role_description,
                                    items=items))
@@ -127,10 +154,23 @@ class TextualGradientDescent(Optimizer):
         if self.in_context_examples:
             sections.append(render("optimizer_examples", variable_role=variable.role_description,
                                    examples="\n".join(self.in_context_examples)))
-        sections.append(render("optimizer_reply_json") if self.structured else
-                        render("optimizer_reply_tags", start_tag=self.tags[0],
+        if self.edit == "append":
+            sections.append(render("optimizer_append", variable_role=variable.role_description))
+        sections.append(render(self._prompt("optimizer_reply_json")) if self.structured else
+                        render(self._prompt("optimizer_reply_tags"), start_tag=self.tags[0],
                                end_tag=self.tags[1]))
         return "\n\n".join(sections)
+
+    def _tried_text(self, current: str, tried: str) -> str:
+        """How a rejected version is shown: in append mode, the instruction it added."""
+        if self.edit == "append" and tried.startswith(current):
+            return tried[len(current):].strip()
+        return tried
+
+    def _apply_edit(self, current: str, text: str) -> str:
+        """The new value from the reply's text: the text itself, or the value with the text
+        added as a new line at its end."""
+        return text if self.edit == "rewrite" else f"{current.rstrip()}\n{text}"
 
     def _extra_sections(self, name: str) -> list[str]:
         """Sections a subclass adds after the feedback memory (momentum: past values)."""
@@ -164,7 +204,9 @@ class TextualGradientDescent(Optimizer):
             sampling["seed"] = (sampling["seed"] or 0) + sample
         return Request.chat(self.update_prompt(name, failures, tried), self.system_prompt,
                             role="optimizer",
-                            json_schema=REWRITE_SCHEMA if self.structured else None, **sampling)
+                            json_schema=(APPEND_SCHEMA if self.edit == "append" else
+                                         REWRITE_SCHEMA) if self.structured else None,
+                            **sampling)
 
     # --- the step ------------------------------------------------------------------------
     async def astep(self, names: Sequence[str] | None = None) -> list[UpdateRecord]:
@@ -201,7 +243,7 @@ class TextualGradientDescent(Optimizer):
             if value is not None:
                 return UpdateRecord(**record, after=value, status="updated", reason="",
                                     attempts=attempt)
-            retry = (render("optimizer_unchanged") if problem == UNCHANGED
+            retry = (render(self._prompt("optimizer_unchanged")) if problem == UNCHANGED
                      else render("optimizer_repeated") if problem == REPEATED
                      else render("optimizer_retry", problem=problem))
             # A model that repeated itself at temperature 0 will do so again: sample (seeded).
@@ -228,14 +270,16 @@ class TextualGradientDescent(Optimizer):
             completion = await self.engine.acomplete(request)
         except EngineReplyError as error:  # e.g. a schema reply that is not JSON
             return None, error.reply_text or "", str(error)
-        parsed = parse_rewrite(completion, self.tags)
+        parsed = parse_rewrite(completion, self.tags,
+                               APPEND_KEY if self.edit == "append" else REWRITE_KEY)
         if parsed.value is None:
             return None, completion.text, parsed.problem
-        if parsed.value == current:
+        if parsed.value == current or (self.edit == "append" and parsed.value in current):
             return None, completion.text, UNCHANGED
-        if parsed.value in tried:
+        value = self._apply_edit(current, parsed.value)
+        if value in tried:
             return None, completion.text, REPEATED
-        return parsed.value, completion.text, ""
+        return value, completion.text, ""
 
     # --- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -235,7 +235,7 @@ def build_trainer(config: RunConfig, run_dir: Path,
         pipeline.parameters(), engine=engines.optimizer,
         constraints=o.constraints, in_context_examples=o.in_context_examples,
         gradient_memory=o.gradient_memory, max_parse_retries=o.max_parse_retries,
-        max_tokens=o.max_tokens, seed=config.run.seed)
+        max_tokens=o.max_tokens, seed=config.run.seed, edit=o.edit)
     t = config.trainer
     settings = TrainerSettings(
         epochs=t.epochs, batch_size=t.batch_size, steps_per_epoch=t.steps_per_epoch,

@@ -6,7 +6,8 @@
                 | "python" (factory = "module:function", options)
     [metric]    name = "numeric" | "exact_match" | "contains" | "judge" | "module:function"
     [engines]   default, forward, feedback, optimizer  (specs for textprop.get_engine)
-    [optimizer] constraints, gradient_memory, in_context_examples, max_parse_retries, max_tokens
+    [optimizer] constraints, gradient_memory, in_context_examples, max_parse_retries, max_tokens,
+                edit ("rewrite" | "append")
     [trainer]   epochs, batch_size, steps_per_epoch, acceptance, early_stopping, approval, ...
     [strategy]  kind = "tgd" | "pareto", and the pareto search's settings
     [cache]     enabled, path, replay
@@ -152,6 +153,9 @@ class OptimizerSection(_Section):
     max_tokens: int | None = Field(512, ge=1, le=MAX_TOKENS)
     feedback_max_tokens: int | None = Field(300, ge=1, le=MAX_TOKENS)
     feedback_sentences: int = Field(4, ge=1, le=100)
+    # "rewrite": the writer replies with the whole new text; "append": with one instruction
+    # added at the end (small writers copy a whole text back unchanged)
+    edit: Literal["rewrite", "append"] = "rewrite"
 
 
 class TrainerSection(_Section):

@@ -167,9 +167,10 @@ class _Bounds:
         self.role = max(_bytes(p.role_description or DEFAULT_ROLE),
                         _bytes(render("demos_output_role", input="")) + self.question
                         if s.demos else 0)
-        # the system prompt as it may be after rewrites: the start, or a rewrite's reply
+        # the system prompt as it may be after rewrites: the start, or a rewrite's reply;
+        # appended instructions add up over the steps, so with edit = "append" no bound
         self.system = (max(_bytes(p.system_prompt), o.max_tokens + RETOKENIZE)
-                       if o.max_tokens is not None else None)
+                       if o.max_tokens is not None and o.edit == "rewrite" else None)
         demos = max(s.demos, 0)
         self.demos = 0
         if demos:
@@ -310,8 +311,12 @@ def estimate(config: RunConfig, splits: Splits | None = None) -> Estimate:
     if b.max_calls is not None:
         result.notes.append(f"[budget] max_calls = {b.max_calls} caps the calls sent to "
                             "providers (cache hits are not counted)")
+    appends = config.optimizer.edit == "append"
+    if appends and kind == "prompt":
+        result.notes.append('[optimizer] edit = "append": every accepted step adds an '
+                            "instruction to the prompt, so its tokens have no bound")
     for role, r in result.roles.items():
-        if r.calls and r.tokens is None and kind == "prompt":
+        if r.calls and r.tokens is None and kind == "prompt" and not appends:
             result.notes.append(f"{role}: a call has no max_tokens, so its tokens have no "
                                 "bound; set it in the config")
     return result

@@ -1,0 +1,111 @@
+"""TGD with `edit="append"`: the writer is asked for one new instruction, which is added at
+the end of the current value. The exact prompts, the JSON and tag replies, and the retries
+when the instruction is already there or was already tried."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import textprop as tp
+from textprop.engines.scripted import ScriptedEngine
+from textprop.prompts import render
+from textprop.variable import Gradient
+
+START = "Think step by step. End with 'Answer: N'."
+
+
+def prompt_with_feedback(text: str = START, feedback: str = "It miscounts.") -> tp.Variable:
+    variable = tp.Variable(text, role_description="system prompt")
+    variable.gradients.add(Gradient(feedback, role_description="feedback to system prompt"))
+    return variable
+
+
+def test_the_writer_is_asked_for_one_instruction_and_it_is_added_on_a_new_line():
+    variable = prompt_with_feedback()
+    engine = ScriptedEngine(supports_json_schema=True).queue(
+        {"new_instruction": "List each item with the number the question gives it."})
+    optimizer = tp.TGD({"system_prompt": variable}, engine=engine, edit="append")
+
+    [record] = optimizer.step()
+
+    request = engine.requests[0]
+    assert request.json_schema == {"type": "object",
+                                   "properties": {"new_instruction": {"type": "string"}},
+                                   "required": ["new_instruction"]}
+    assert request.system_prompt == render("optimizer_system", reply_rule=(
+        'You MUST reply with a JSON object {"new_instruction": "<one new instruction>"}; the '
+        "instruction will be added at the end of the variable, whose current text stays as "
+        "it is."))
+    assert request.prompt == f"""\
+Here is the role of the variable you will improve: <ROLE>system prompt</ROLE>.
+
+The variable is the text within the following span: <VARIABLE> {START} </VARIABLE>
+
+Here is the context and feedback we got for the variable:
+
+<CONTEXT>{render("optimizer_feedback_plain", feedback="It miscounts.")}</CONTEXT>
+
+Improve the variable (system prompt) using the feedback provided in <FEEDBACK> tags.
+
+Write ONE new instruction (one or two sentences) to add at the end of the variable (system \
+prompt) so that examples like these come out right. It must state a concrete method or rule \
+that the variable does not state yet; do not restate what it already says.
+
+Reply with a JSON object {{"new_instruction": "<the new instruction>"}} and nothing else."""
+    assert variable.value == (f"{START}\nList each item with the number the question gives "
+                              "it.")
+    assert (record.status, record.before, record.after) == ("updated", START, variable.value)
+
+
+def test_without_structured_output_the_instruction_comes_between_the_tags():
+    variable = prompt_with_feedback()
+    engine = ScriptedEngine().queue(
+        "Sure. <IMPROVED_VARIABLE>Count the items one by one.</IMPROVED_VARIABLE>")
+    optimizer = tp.TGD([variable], engine=engine, edit="append")
+
+    optimizer.step()
+
+    prompt = engine.requests[0].prompt
+    assert prompt.endswith("Reply with the new instruction between <IMPROVED_VARIABLE> and "
+                           "</IMPROVED_VARIABLE>.")
+    assert engine.requests[0].json_schema is None
+    assert variable.value == f"{START}\nCount the items one by one."
+
+
+def test_an_instruction_the_value_already_states_is_asked_again_with_the_reason():
+    variable = prompt_with_feedback()
+    engine = ScriptedEngine(supports_json_schema=True).queue(
+        {"new_instruction": "Think step by step."}, {"new_instruction": "Add the counts."})
+    optimizer = tp.TGD([variable], engine=engine, edit="append")
+
+    [record] = optimizer.step()
+
+    retry = engine.requests[1]
+    assert retry.messages[-1].content == render("optimizer_append_unchanged")
+    assert retry.messages[-2].content == '{"new_instruction": "Think step by step."}'
+    assert retry.temperature == 0.8
+    assert (record.status, record.attempts) == ("updated", 2)
+    assert variable.value == f"{START}\nAdd the counts."
+
+
+def test_tried_versions_are_shown_as_the_instructions_they_added_and_not_proposed_again():
+    variable = prompt_with_feedback()
+    tried = f"{START}\nCount twice."
+    engine = ScriptedEngine(supports_json_schema=True).queue(
+        {"new_instruction": "Count twice."}, {"new_instruction": "Name each item first."})
+    optimizer = tp.TGD({"system_prompt": variable}, engine=engine, edit="append")
+
+    record = asyncio.run(optimizer.arewrite("system_prompt", tried=[tried]))
+
+    assert render("optimizer_tried_item", n=1, value="Count twice.") in \
+        engine.requests[0].prompt
+    assert engine.requests[1].messages[-1].content == render("optimizer_repeated")
+    assert record.after == f"{START}\nName each item first." and record.status == "updated"
+
+
+def test_rewrite_stays_the_default_and_an_unknown_edit_is_refused():
+    assert tp.TGD([prompt_with_feedback()], engine=ScriptedEngine()).edit == "rewrite"
+    with pytest.raises(ValueError, match="edit must be one of rewrite, append"):
+        tp.TGD([prompt_with_feedback()], engine=ScriptedEngine(), edit="insert")
