@@ -6,7 +6,10 @@ and Qwen2.5-Coder-1.5B writing feedback, reflections and rewrites (the writer), 
 two OpenAI-compatible servers, at the same budget of task-model runs:
 
   frameworks  pareto      `textprop optimize`, `[strategy] kind = "pareto"` (minibatch 3, 1 child,
-                          2 in flight, holdout 0.25, final 3), `[budget] max_metric_calls`
+                          2 in flight, holdout 0.25, final 3), `[budget] max_metric_calls`,
+                          `[optimizer] edit = "append"` (one instruction added per rewrite)
+              pareto-rewrite  the same with whole-text rewrites (`edit = "rewrite"`, the
+                          default; the 1.5B writer mostly sent the old text back)
               pareto-demos  the same with `[strategy] demos = 4` (demonstrations bootstrapped
                           from right answers and labels / GSM8K's worked answers); its test
                           prompt is the system message with the pairs, as textprop sends it
@@ -96,10 +99,13 @@ GEPA_PYTHON = ROOT / "bench/.venv-gepa/bin/python"
 # The test server's interpreter: llama.cpp built for a fixed instruction set (AVX2), whose
 # answers are the same on every machine B4's sessions land on (bench/setup-testserver)
 TESTSERVER_PYTHON = ROOT / "bench/.venv-testserver/bin/python"
-FRAMEWORKS = ("pareto", "pareto-demos", "tgd", "gepa", "gepa-merge", "textgrad")
+FRAMEWORKS = ("pareto", "pareto-demos", "pareto-rewrite", "tgd", "gepa", "gepa-merge",
+              "textgrad")
+PARETO = ("pareto", "pareto-demos", "pareto-rewrite")
 # What runs unless --frameworks says otherwise: the issue's four frameworks. pareto-demos
 # (demonstrations, off by default after B5) and gepa-merge (merge "if budget allows") are
-# extra cells, run once the core cells are in.
+# extra cells, run once the core cells are in; so is pareto-rewrite (pareto's whole-text
+# rewrites, which B4's first pareto cell used until 2026-12-02).
 CORE = ("pareto", "tgd", "gepa", "textgrad")
 # pareto-demos: pareto with a demonstrations parameter of up to DEMOS pairs (B5 on the demo
 # task: 0.150 -> 0.300 held-out over pareto alone, 6 better / 0 worse), bootstrapped from
@@ -329,9 +335,11 @@ def textprop_config(framework: str, data: dict, args, seed: int, task_url: str,
                     writer_url: str, models: dict[str, str]) -> str:
     source = (f'gsm8k = "{data["path"]}"' if data["kind"] == "gsm8k"
               else f'bbh = "{data["path"]}"')
-    if framework in ("pareto", "pareto-demos"):
+    edit = "rewrite"
+    if framework in PARETO:
         search = (f'[strategy]\nkind = "pareto"\nminibatch = {MINIBATCH}\nchildren = 1\n'
                   f'parallel = 2\nholdout = 0.25\nfinal_candidates = 3\n')
+        edit = "rewrite" if framework == "pareto-rewrite" else "append"
         if framework == "pareto-demos":
             field = "answer" if data["kind"] == "gsm8k" else "target"
             search += f'demos = {DEMOS}\ndemo_field = "{field}"\n'
@@ -367,6 +375,7 @@ timeout = {args.call_timeout:g}
 [optimizer]
 max_tokens = {args.writer_max_tokens}
 feedback_max_tokens = {args.writer_max_tokens}
+edit = "{edit}"
 
 {search}
 [budget]
@@ -478,7 +487,8 @@ def run_textgrad(framework, data, args, seed, task_url, writer_url, models, work
     return r["final_prompt"], info
 
 
-RUNNERS = {"pareto": run_textprop, "pareto-demos": run_textprop, "tgd": run_textprop,
+RUNNERS = {"pareto": run_textprop, "pareto-demos": run_textprop,
+           "pareto-rewrite": run_textprop, "tgd": run_textprop,
            "gepa": run_gepa, "gepa-merge": run_gepa, "textgrad": run_textgrad}
 
 
@@ -810,7 +820,8 @@ def summarize(results: dict, budget: int | None = None,
             for ours in ("pareto", "pareto-demos"):
                 mine = [c for c in groups.get((task, ours, b), []) if c["status"] == "ok"]
                 others = ("gepa", "gepa-merge", "textgrad", "tgd") + (
-                    ("pareto",) if ours == "pareto-demos" else ())
+                    ("pareto",) if ours == "pareto-demos" else ()) + (
+                    ("pareto-rewrite",) if ours == "pareto" else ())
                 for other in others:
                     theirs = [c for c in groups.get((task, other, b), [])
                               if c["status"] == "ok"]
@@ -941,8 +952,10 @@ def smoke_replies(targets: dict[str, str]):
         if kind == "reflection":
             return f"```\n{new}\n```"
         if kind == "rewrite":
-            if wants_json:
-                return json.dumps({"improved_variable": new})
+            if wants_json:  # the key the schema asks for: a whole text, or one instruction
+                key = next(iter((schema or {}).get("properties") or {"improved_variable": {}}))
+                return json.dumps({key: new if key == "improved_variable" else
+                                   f"Revision {number}: list each item with its count."})
             return f"<IMPROVED_VARIABLE>{new}</IMPROVED_VARIABLE>"
         if wants_json:
             props = list(((schema or {}).get("properties") or {"feedback": {}}).keys())

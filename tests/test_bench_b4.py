@@ -120,6 +120,10 @@ def test_smoke_runs_every_framework_and_resumes(tmp_path: Path, server: str) -> 
         assert cell["usage_by_role"]["rewrite"]["calls"] > 0
     assert "skip object_counting/gepa/seed0/mmc40 (ok)" in done.stderr
     assert results["starts"]["object_counting"]["n"] == 8
+    # pareto adds the writer's instruction as a line (edit = "append"); pareto-rewrite's
+    # whole-text rewrites replace the prompt
+    appended = results["cells"]["object_counting/pareto/seed0/mmc40"]["final_prompt"]
+    assert appended.startswith(f"{b4.BBH_PROMPT}\nRevision ")
 
 
 def test_start_server_waits_for_the_model_list(tmp_path: Path) -> None:
