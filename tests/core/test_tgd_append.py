@@ -109,3 +109,18 @@ def test_rewrite_stays_the_default_and_an_unknown_edit_is_refused():
     assert tp.TGD([prompt_with_feedback()], engine=ScriptedEngine()).edit == "rewrite"
     with pytest.raises(ValueError, match="edit must be one of rewrite, append"):
         tp.TGD([prompt_with_feedback()], engine=ScriptedEngine(), edit="insert")
+
+
+@pytest.mark.parametrize("instruction, restated", [
+    ("The last line of your response should be of the format 'Answer: N'.", True),
+    ("Think step by step.", True),
+    ("Write each item with its count on its own line before adding.", False),
+    ("The steps to count the animals should be clear and detailed.", False),
+])
+def test_an_instruction_made_of_words_the_prompt_already_has_adds_nothing(instruction,
+                                                                          restated):
+    from textprop.optim.tgd import restates
+
+    text = ("You will answer a reasoning question. Think step by step. The last line of "
+            "your response should be of the following format: 'Answer: N'.")
+    assert restates(instruction, text) is restated

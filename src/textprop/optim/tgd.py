@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -274,7 +275,8 @@ class TextualGradientDescent(Optimizer):
                                APPEND_KEY if self.edit == "append" else REWRITE_KEY)
         if parsed.value is None:
             return None, completion.text, parsed.problem
-        if parsed.value == current or (self.edit == "append" and parsed.value in current):
+        if parsed.value == current or (self.edit == "append"
+                                       and restates(parsed.value, current)):
             return None, completion.text, UNCHANGED
         value = self._apply_edit(current, parsed.value)
         if value in tried:
@@ -293,3 +295,15 @@ class TextualGradientDescent(Optimizer):
 
 
 TGD = TextualGradientDescent
+
+RESTATES_SHARE = 0.9
+
+
+def restates(instruction: str, text: str) -> bool:
+    """Whether `instruction` adds nothing to `text`: at least RESTATES_SHARE of its words
+    (three letters or more) are already there. The 1.5B writer, told not to, still often
+    "adds" the answer-format line its prompt opens with; running that on a minibatch
+    spends task-model calls to learn nothing."""
+    words = re.findall(r"[a-z0-9$]{3,}", instruction.lower())
+    known = set(re.findall(r"[a-z0-9$]{3,}", text.lower()))
+    return bool(words) and sum(w in known for w in words) >= RESTATES_SHARE * len(words)
