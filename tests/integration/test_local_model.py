@@ -130,3 +130,20 @@ def test_one_optimization_step_end_to_end_yields_a_parsed_rewrite(engine: LocalE
     assert system_prompt.get_gradient_text().strip()
     assert record.status == "updated", record.reason
     assert system_prompt.value == record.after != "You are a helpful assistant."
+
+
+def test_with_a_cpu_lock_each_decode_is_a_turn_and_the_answer_is_the_same(
+        engine: LocalEngine, tmp_path) -> None:
+    """One turn per llama_decode (the prompt, then each token), not one for the whole
+    call: a call of seconds held the cores while the batched servers' one-step turns
+    waited. Taking turns changes nothing in what the model answers."""
+    request = Request.chat("Count from one to five in words.", max_tokens=12)
+    plain = engine.complete(request)
+    locked = LocalEngine(cpu_lock=tmp_path / "cores.lock")
+    try:
+        completion = locked.complete(request)
+        assert completion.text == plain.text
+        # the prompt's decode, then one for every token after the first (sampled from it)
+        assert locked._turns.waits >= completion.usage.output_tokens >= 5
+    finally:
+        locked.close()

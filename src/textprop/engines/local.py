@@ -364,6 +364,7 @@ class LocalEngine(Engine):
         self.n_ctx = n_ctx
         self.n_parallel = n_parallel
         self.share_prefix = share_prefix
+        self.cpu_lock = cpu_lock
         self._turns: Any = contextlib.nullcontext()  # or the machine-wide turns
         if cpu_lock is not None:
             from textprop.engines.core_turns import CoreTurns
@@ -443,6 +444,8 @@ class LocalEngine(Engine):
                                 n_ctx=self.n_ctx if self.n_parallel == 1 else 256,
                                 n_threads=self.n_threads, n_threads_batch=self.n_threads,
                                 seed=self.seed, verbose=self.verbose)
+            if self.n_parallel == 1 and self.cpu_lock is not None:
+                _decode_in_turns(self._llama, self._turns)
             if self.n_parallel > 1:
                 from textprop.engines.local_batch import BatchDecoder
 
@@ -494,8 +497,7 @@ class LocalEngine(Engine):
                 llama.reset()  # evaluate the whole prompt afresh: the reply depends only on it
             start = time.perf_counter()
             try:
-                with self._turns:  # the whole call is one turn
-                    reply = llama.create_chat_completion(**self._call_kwargs(request))
+                reply = llama.create_chat_completion(**self._call_kwargs(request))
             except ValueError as exc:  # e.g. "Requested tokens (N) exceed context window"
                 raise EngineRequestError(f"{exc} (n_ctx={self.n_ctx})",
                                          provider=self.name) from exc
@@ -638,6 +640,21 @@ def _chat_formatter(llama: Any) -> Any:
     bos = llama._model.token_get_text(bos_id) if bos_id != -1 else ""
     return llama_chat_format.Jinja2ChatFormatter(template=template, eos_token=eos,
                                                  bos_token=bos, stop_token_ids=[eos_id])
+
+
+def _decode_in_turns(llama: Any, turns: Any) -> None:
+    """Make every `llama_decode` of the one-at-a-time path (each prompt chunk, each new
+    token) one turn on the cores. A whole call as one turn (seconds: a 256-token answer)
+    left the batched servers, whose turns are single decode steps, a few percent of the
+    cores once turns went round fairly."""
+    ctx = llama._ctx  # llama-cpp-python's LlamaContext: Llama.eval calls its decode
+    decode = ctx.decode
+
+    def decode_in_turn(batch: Any) -> None:
+        with turns:
+            decode(batch)
+
+    ctx.decode = decode_in_turn
 
 
 def _translate(future: Any, provider: str) -> Any:
