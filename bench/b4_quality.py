@@ -283,29 +283,56 @@ def sha(text: str) -> str:
 
 # --- the one test evaluator -----------------------------------------------------------------
 def evaluate(prompt: str, rows: list[dict], metric: str, url: str, model: str,
-             max_tokens: int, workers: int, timeout: float) -> dict[str, Any]:
-    """Score `prompt` on `rows`: the pipeline every framework optimized, textprop's metric."""
+             max_tokens: int, workers: int, timeout: float,
+             record: Path | None = None) -> dict[str, Any]:
+    """Score `prompt` on `rows`: the pipeline every framework optimized, textprop's metric.
+
+    With `record` (a JSON-lines file), every answer is appended to it as it arrives and the
+    rows it already holds are not asked again: a test evaluation cut off by a session's end
+    (100 answers of the deterministic test server: up to ~40 min beside running cells)
+    resumes where it stopped. Calls and tokens count the recorded answers too."""
     from openai import OpenAI
 
     client = OpenAI(base_url=url, api_key="not-needed", timeout=timeout, max_retries=2)
     score = metric_fn(metric)
     usage = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
     lock = threading.Lock()
+    done: dict[str, dict[str, Any]] = {}
+    if record is not None and record.exists():
+        for line in record.read_text().splitlines():
+            if line.strip():
+                answer = json.loads(line)
+                done[answer["id"]] = answer
+    for answer in done.values():
+        usage["calls"] += 1
+        usage["prompt_tokens"] += answer["prompt_tokens"]
+        usage["completion_tokens"] += answer["completion_tokens"]
 
     def one(row: dict) -> tuple[str, float, str]:
+        if row["id"] in done:
+            return row["id"], done[row["id"]]["score"], done[row["id"]]["text"]
         reply = client.chat.completions.create(
             model=model, temperature=0.0, max_tokens=max_tokens,
             messages=[{"role": "system", "content": prompt},
                       {"role": "user", "content": TEMPLATE.format(input=row["input"])}])
+        text = reply.choices[0].message.content or ""
+        answer = {"id": row["id"], "score": float(score(text, row["target"]).score),
+                  "text": text, "prompt_tokens": 0, "completion_tokens": 0}
+        if reply.usage is not None:
+            answer["prompt_tokens"] = reply.usage.prompt_tokens or 0
+            answer["completion_tokens"] = reply.usage.completion_tokens or 0
         with lock:
             usage["calls"] += 1
-            if reply.usage is not None:
-                usage["prompt_tokens"] += reply.usage.prompt_tokens or 0
-                usage["completion_tokens"] += reply.usage.completion_tokens or 0
-        text = reply.choices[0].message.content or ""
-        return row["id"], float(score(text, row["target"]).score), text
+            usage["prompt_tokens"] += answer["prompt_tokens"]
+            usage["completion_tokens"] += answer["completion_tokens"]
+            if record is not None:
+                with record.open("a") as f:
+                    f.write(json.dumps(answer) + "\n")
+        return row["id"], answer["score"], text
 
     started = time.perf_counter()
+    if record is not None:
+        record.parent.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         scored = list(pool.map(one, rows))
     per_example = {i: s for i, s, _ in scored}
@@ -643,11 +670,15 @@ def test_eval(task: str, prompt: str, data: dict, args, servers: dict,
     known = load_results(results_path)["test_evals"].get(task, {}).get(key)
     if known is not None:
         return {**known, "shared": True}
+    # answers so far, committed with the cells' parts, so a cut evaluation resumes
+    name = f"{task}-{key}".replace("/", "_").replace(":", "_")
+    record = args.parts / "test-evals" / f"{name}.jsonl"
     result = evaluate(prompt, data["test"], data["metric"], servers["test"], model,
-                      args.max_tokens, args.workers, args.call_timeout)
+                      args.max_tokens, args.workers, args.call_timeout, record=record)
     result |= {"prompt": prompt, "model": model, "platform": platform}
     update_results(results_path, lambda r: r["test_evals"].setdefault(task, {})
                    .__setitem__(key, result))
+    record.unlink(missing_ok=True)
     return result
 
 

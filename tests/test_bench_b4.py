@@ -160,7 +160,8 @@ def tiny_tgd_cell(tmp_path: Path) -> tuple[dict, object, Path, list[str]]:
     argv = ["--tasks", "object_counting", "--frameworks", "tgd", "--seeds", "0", "--val", "6",
             "--test", "8", "--max-metric-calls", "40", "--max-tokens", "64",
             "--writer-max-tokens", "64", "--workers", "2", "--deadline-min", "5",
-            "--out", str(out), "--runs", str(tmp_path / "runs")]
+            "--out", str(out), "--runs", str(tmp_path / "runs"),
+            "--parts", str(tmp_path / "parts")]
     return data, task_reply, out, argv
 
 
@@ -479,3 +480,23 @@ def test_a_restarted_textgrad_part_retraces_the_earlier_part_from_its_own_cache(
         return [{k: v for k, v in step.items() if k != "seconds"} for step in result["steps"]]
 
     assert path(second) == path(first) and len(path(first)) == 2
+
+
+def test_a_cut_test_evaluation_resumes_from_its_record_and_asks_only_the_rest(
+        tmp_path: Path) -> None:
+    rows = [{"id": f"q{i}", "input": f"What is {i} + 1?", "target": str(i + 1)}
+            for i in range(4)]
+    record = tmp_path / "parts/test-evals/start.jsonl"
+    with TestServer(reply="Answer: 2", models=["m"]) as server:
+        first = b4.evaluate("Add.", rows[:2], "exact_match", server.base_url, "m", 16, 2,
+                            60, record=record)
+        asked_first = len(server.requests)
+        whole = b4.evaluate("Add.", rows, "exact_match", server.base_url, "m", 16, 2, 60,
+                            record=record)
+        asked = [r for r in server.requests[asked_first:]
+                 if r.path.endswith("/chat/completions")]
+    assert first["per_example"] == {"q0": 0.0, "q1": 1.0}
+    assert sorted(b4_last_user(r) for r in asked) == ["What is 2 + 1?", "What is 3 + 1?"]
+    assert whole["per_example"] == {"q0": 0.0, "q1": 1.0, "q2": 0.0, "q3": 0.0}
+    assert whole["usage"]["calls"] == 4  # the recorded answers count as calls made
+    assert len(record.read_text().splitlines()) == 4
