@@ -326,13 +326,12 @@ def evaluate(prompt: str, rows: list[dict], metric: str, url: str, model: str,
             usage["prompt_tokens"] += answer["prompt_tokens"]
             usage["completion_tokens"] += answer["completion_tokens"]
             if record is not None:
+                record.parent.mkdir(parents=True, exist_ok=True)
                 with record.open("a") as f:
                     f.write(json.dumps(answer) + "\n")
         return row["id"], answer["score"], text
 
     started = time.perf_counter()
-    if record is not None:
-        record.parent.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         scored = list(pool.map(one, rows))
     per_example = {i: s for i, s, _ in scored}
@@ -679,6 +678,8 @@ def test_eval(task: str, prompt: str, data: dict, args, servers: dict,
     update_results(results_path, lambda r: r["test_evals"].setdefault(task, {})
                    .__setitem__(key, result))
     record.unlink(missing_ok=True)
+    if record.parent.is_dir() and not any(record.parent.iterdir()):
+        record.parent.rmdir()  # --parts holds only what is unfinished
     return result
 
 
