@@ -361,11 +361,10 @@ def textprop_config(framework: str, data: dict, args, seed: int, task_url: str,
                     writer_url: str, models: dict[str, str]) -> str:
     source = (f'gsm8k = "{data["path"]}"' if data["kind"] == "gsm8k"
               else f'bbh = "{data["path"]}"')
-    edit = "rewrite"
+    edit = "append" if framework in ("pareto", "pareto-demos") else "rewrite"
     if framework in PARETO:
         search = (f'[strategy]\nkind = "pareto"\nminibatch = {MINIBATCH}\nchildren = 1\n'
                   f'parallel = 2\nholdout = 0.25\nfinal_candidates = 3\n')
-        edit = "rewrite" if framework == "pareto-rewrite" else "append"
         if framework == "pareto-demos":
             field = "answer" if data["kind"] == "gsm8k" else "target"
             search += f'demos = {DEMOS}\ndemo_field = "{field}"\n'

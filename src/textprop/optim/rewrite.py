@@ -17,7 +17,6 @@ def reply_schema(key: str) -> dict[str, Any]:
 
 
 REWRITE_SCHEMA = reply_schema(REWRITE_KEY)  # the whole new text
-APPEND_SCHEMA = reply_schema(APPEND_KEY)  # one instruction added at the end
 
 
 @dataclass(frozen=True)

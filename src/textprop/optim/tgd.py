@@ -6,19 +6,13 @@ import asyncio
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from textprop.engines.base import Message, Request
 from textprop.errors import EngineReplyError
 from textprop.functions.llm_call import _engine_or_default
 from textprop.optim.optimizer import Optimizer
-from textprop.optim.rewrite import (
-    APPEND_KEY,
-    APPEND_SCHEMA,
-    REWRITE_KEY,
-    REWRITE_SCHEMA,
-    parse_rewrite,
-)
+from textprop.optim.rewrite import APPEND_KEY, REWRITE_KEY, parse_rewrite, reply_schema
 from textprop.prompts import render
 from textprop.variable import Variable
 
@@ -28,7 +22,7 @@ REPEATED = "the rewrite repeats a version already tried"
 UNCHANGED_RETRY_TEMPERATURE = 0.8
 SAMPLE_TEMPERATURE = 0.8
 Edit = Literal["rewrite", "append"]
-EDITS: tuple[str, ...] = ("rewrite", "append")
+EDITS: tuple[str, ...] = get_args(Edit)
 # The prompts that differ in append mode: ask for, and explain, one instruction to add.
 APPEND_TEMPLATES = {name: name.replace("optimizer_", "optimizer_append_", 1) for name in (
     "optimizer_rule_json", "optimizer_rule_tags", "optimizer_reply_json",
@@ -67,7 +61,8 @@ class TextualGradientDescent(Optimizer):
     `edit="append"` asks instead for one new instruction, added at the end of the current
     value: a small writer (the 1.5B embedded model) asked for a whole new text mostly copies
     the old one back, so a search sees no new candidate (B4's first pareto cell: 20 of 22
-    proposals); asked for one instruction, it always changes something.
+    proposals); asked for one instruction, it proposed a new text each time in the
+    restarted cell, and one that only repeats the value's own words is asked again.
     """
 
     def __init__(self, parameters: Mapping[str, Variable] | Iterable[Variable],
@@ -90,6 +85,7 @@ class TextualGradientDescent(Optimizer):
             max_parse_retries=max_parse_retries, structured=structured, max_tokens=max_tokens,
             temperature=temperature, seed=seed, edit=edit)
         self.edit = edit
+        self._reply_key = APPEND_KEY if edit == "append" else REWRITE_KEY
         self.engine = _engine_or_default(engine)
         self.verbose = verbose
         self.constraints = list(constraints or [])
@@ -205,9 +201,8 @@ class TextualGradientDescent(Optimizer):
             sampling["seed"] = (sampling["seed"] or 0) + sample
         return Request.chat(self.update_prompt(name, failures, tried), self.system_prompt,
                             role="optimizer",
-                            json_schema=(APPEND_SCHEMA if self.edit == "append" else
-                                         REWRITE_SCHEMA) if self.structured else None,
-                            **sampling)
+                            json_schema=reply_schema(self._reply_key) if self.structured
+                            else None, **sampling)
 
     # --- the step ------------------------------------------------------------------------
     async def astep(self, names: Sequence[str] | None = None) -> list[UpdateRecord]:
@@ -271,8 +266,7 @@ class TextualGradientDescent(Optimizer):
             completion = await self.engine.acomplete(request)
         except EngineReplyError as error:  # e.g. a schema reply that is not JSON
             return None, error.reply_text or "", str(error)
-        parsed = parse_rewrite(completion, self.tags,
-                               APPEND_KEY if self.edit == "append" else REWRITE_KEY)
+        parsed = parse_rewrite(completion, self.tags, self._reply_key)
         if parsed.value is None:
             return None, completion.text, parsed.problem
         if parsed.value == current or (self.edit == "append"
