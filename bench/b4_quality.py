@@ -970,7 +970,9 @@ def smoke_replies(targets: dict[str, str]):
         question = last_user_text(body).strip()
         target = targets.get(question, "0")
         digest = hashlib.sha256(f"{system(body)}\n{question}".encode()).digest()
-        right = digest[0] < 128
+        # a revised prompt answers right more often, so every framework's smoke cell accepts
+        # a revision whatever hash its writer's messages (and so its revision) get
+        right = digest[0] < (224 if "Revision" in system(body) else 128)
         answer = target if right or not target.lstrip("-").isdigit() else str(int(target) + 1)
         return f"I count step by step.\nAnswer: {answer}"
 
