@@ -94,12 +94,17 @@ def test_marked_answer(text, answer):
 
 def test_numeric_match_explains_what_was_expected_and_found():
     assert numeric_match("Answer: 8", "8") == result(1.0, "correct: 8")
-    assert numeric_match("2 cats, 4 legs each: 10", "8") == result(0.0, "expected 8, got 10")
+    assert numeric_match("2 cats, 4 legs each: 10", "8") == result(
+        0.0, "expected 8, got 10 (the last number in the reply, which marks no final answer "
+             "such as 'Answer: ...')")
+    assert numeric_match("2 cats, 4 legs each.\nAnswer: 10", "8") == result(
+        0.0, "expected 8, got 10 (read from the reply's marked final answer: the answer was "
+             "found, and it is wrong)")
     assert numeric_match("eight", "8") == result(
         0.0, "expected 8, but the prediction contains no number")
     assert numeric_match("Answer: 1,000.0", "1000") == result(1.0, "correct: 1000")
     assert numeric_match("Answer: 2.50", "$2.5") == result(1.0, "correct: 2.5")
-    assert numeric_match("Answer: 7.5", "7") == result(0.0, "expected 7, got 7.5")
+    assert numeric_match("Answer: 7.5", "7").explanation.startswith("expected 7, got 7.5 (")
 
 
 def test_numeric_match_tolerance():
@@ -122,15 +127,19 @@ def test_exact_match_compares_the_final_answer_with_whitespace_normalized():
     assert exact_match("Let me sort.\nAnswer:  apple   pear", "apple pear") == result(
         1.0, "correct: 'apple pear'")
     assert exact_match("pear apple", "apple pear") == result(
-        0.0, "expected 'apple pear', got 'pear apple'")
+        0.0, "expected 'apple pear', got 'pear apple' (the reply marks no final answer such as "
+             "'Answer: ...', so the whole reply was compared)")
+    assert exact_match("Let me sort.\nAnswer: pear apple", "apple pear") == result(
+        0.0, "expected 'apple pear', got 'pear apple' (read from the reply's marked final "
+             "answer: the answer was found, and it is wrong)")
     assert exact_match(" apple\npear ", "apple pear").score == 1.0
 
 
 def test_exact_match_options():
     assert exact_match("Apple", "apple").score == 0.0
     assert exact_match("Apple", "apple", ignore_case=True).score == 1.0
-    assert exact_match("a  b", "a b", normalize_whitespace=False) == result(
-        0.0, "expected 'a b', got 'a  b'")
+    assert exact_match("a  b", "a b", normalize_whitespace=False).explanation.startswith(
+        "expected 'a b', got 'a  b' (")
     assert exact_match("Answer: x", "x", extract_answer=False) == result(
         0.0, "expected 'x', got 'Answer: x'")
 
@@ -138,7 +147,8 @@ def test_exact_match_options():
 def test_long_predictions_are_shortened_in_explanations():
     prediction = "reasoning " * 40 + "so: pear"
     explanation = exact_match(prediction, "apple").explanation
-    assert explanation == f"expected 'apple', got {prediction[:60] + ' ... ' + prediction[-100:]!r}"
+    assert explanation.startswith(
+        f"expected 'apple', got {prediction[:60] + ' ... ' + prediction[-100:]!r} (")
 
 
 def test_contains():
@@ -155,7 +165,9 @@ def test_metric_objects_take_an_example_or_a_bare_target():
     assert ExactMatch(ignore_case=True).score("Answer: A", "a").score == 1.0
     assert Contains().score("it is 8", EXAMPLE).score == 1.0
     assert NumericMatch().score("8 legs", EXAMPLE) == result(1.0, "correct: 8")
-    assert asyncio.run(NumericMatch().ascore("9", EXAMPLE)) == result(0.0, "expected 8, got 9")
+    assert asyncio.run(NumericMatch().ascore("Answer: 9", EXAMPLE)) == result(
+        0.0, "expected 8, got 9 (read from the reply's marked final answer: the answer was found, "
+             "and it is wrong)")
 
 
 @pytest.mark.parametrize("score", [-0.1, 1.5, float("nan")])

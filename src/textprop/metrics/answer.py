@@ -30,6 +30,12 @@ def marked_answer(text: str) -> str | None:
     return answer[:-1].strip(_WRAPPING) if answer.endswith(".") else answer
 
 
+# What an explanation says about where the compared answer came from: a small critic that is
+# told only "expected 6, got 12" blames the answer format even when the answer was found.
+FOUND = "read from the reply's marked final answer: the answer was found, and it is wrong"
+NOT_MARKED = "marks no final answer such as 'Answer: ...'"
+
+
 def _line_after(text: str, position: int) -> str:
     rest = text[position:]
     line = rest.split("\n", 1)[0]

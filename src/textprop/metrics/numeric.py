@@ -22,7 +22,7 @@ import re
 
 from textprop.data.dataset import Example
 from textprop.errors import ConfigError
-from textprop.metrics.answer import marked_answer
+from textprop.metrics.answer import FOUND, NOT_MARKED, marked_answer
 from textprop.metrics.base import Metric, MetricResult, target_of
 
 _NUMBER = re.compile(
@@ -43,12 +43,17 @@ def find_numbers(text: str) -> list[float]:
 
 def parse_number(text: str) -> float | None:
     """The final numeric answer in `text`, or None when it holds no number."""
+    return _final_number(text)[0]
+
+
+def _final_number(text: str) -> tuple[float | None, bool]:
+    """The final numeric answer and whether it came from a marked answer."""
     answer = marked_answer(text)
     numbers = find_numbers(answer) if answer else []
     if numbers:
-        return numbers[0]
+        return numbers[0], True
     numbers = find_numbers(text)
-    return numbers[-1] if numbers else None
+    return (numbers[-1] if numbers else None), False
 
 
 def format_number(value: float) -> str:
@@ -68,13 +73,15 @@ def numeric_match(prediction: str, target: str, *, tolerance: float = 1e-9,
     if expected is None:
         raise ConfigError(f"the target {target!r} holds no number for the numeric metric",
                           source=source, field="target")
-    got = parse_number(prediction)
+    got, marked = _final_number(prediction)
     if got is None:
         return MetricResult(0.0, f"expected {format_number(expected)}, "
                                  "but the prediction contains no number")
     if math.isclose(got, expected, rel_tol=0.0, abs_tol=tolerance):
         return MetricResult(1.0, f"correct: {format_number(expected)}")
-    return MetricResult(0.0, f"expected {format_number(expected)}, got {format_number(got)}")
+    where = FOUND if marked else f"the last number in the reply, which {NOT_MARKED}"
+    return MetricResult(0.0, f"expected {format_number(expected)}, got {format_number(got)} "
+                             f"({where})")
 
 
 class NumericMatch(Metric):

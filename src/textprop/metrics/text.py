@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from textprop.data.dataset import Example
-from textprop.metrics.answer import marked_answer
+from textprop.metrics.answer import FOUND, NOT_MARKED, marked_answer
 from textprop.metrics.base import Metric, MetricResult, shown, target_of
 
 
@@ -23,12 +23,17 @@ def exact_match(prediction: str, target: str, *, ignore_case: bool = False,
     compared instead of the whole prediction. `normalize_whitespace` strips the ends and
     collapses runs of whitespace; `ignore_case` compares case-insensitively.
     """
-    answer = (marked_answer(prediction) if extract_answer else None) or prediction
+    marked = marked_answer(prediction) if extract_answer else None
+    answer = marked or prediction
     options = {"ignore_case": ignore_case, "normalize_whitespace": normalize_whitespace}
     if normalized(answer, **options) == normalized(target, **options):
         return MetricResult(1.0, f"correct: {shown(target)}")
     shown_answer = " ".join(answer.split()) if normalize_whitespace else answer
-    return MetricResult(0.0, f"expected {shown(target)}, got {shown(shown_answer)}")
+    wrong = f"expected {shown(target)}, got {shown(shown_answer)}"
+    if not extract_answer:
+        return MetricResult(0.0, wrong)
+    where = FOUND if marked else f"the reply {NOT_MARKED}, so the whole reply was compared"
+    return MetricResult(0.0, f"{wrong} ({where})")
 
 
 def contains(prediction: str, target: str, *, ignore_case: bool = True,
