@@ -51,7 +51,9 @@ Improve the variable (system prompt) using the feedback provided in <FEEDBACK> t
 
 Write ONE new instruction (one or two sentences) to add at the end of the variable (system \
 prompt) so that examples like these come out right. It must state a concrete method or rule \
-that the variable does not state yet; do not restate what it already says.
+that the variable does not state yet; do not restate what it already says. Write it as a \
+direct instruction to the model that reads the variable, about how to do the task; do not \
+describe the variable and do not copy the feedback's words.
 
 Reply with a JSON object {{"new_instruction": "<the new instruction>"}} and nothing else."""
     assert variable.value == (f"{START}\nList each item with the number the question gives "
@@ -88,6 +90,54 @@ def test_an_instruction_the_value_already_states_is_asked_again_with_the_reason(
     assert retry.temperature == 0.8
     assert (record.status, record.attempts) == ("updated", 2)
     assert variable.value == f"{START}\nAdd the counts."
+
+
+CRITIQUE = ("The structured system prompt should be improved by adding a check to ensure "
+            "that the output is a numerical value before proceeding with the addition.")
+
+
+def test_an_instruction_that_copies_the_feedback_is_asked_again_in_the_writers_own_words():
+    variable = prompt_with_feedback(feedback=CRITIQUE)
+    engine = ScriptedEngine(supports_json_schema=True).queue(
+        {"new_instruction": "Note: " + CRITIQUE},
+        {"new_instruction": "Check that the final answer is a number before adding."})
+    optimizer = tp.TGD([variable], engine=engine, edit="append")
+
+    [record] = optimizer.step()
+
+    retry = engine.requests[1]
+    assert retry.messages[-1].content == render("optimizer_append_copied") == (
+        "That instruction copies the feedback instead of instructing the model that reads "
+        "the variable. Reply again with one short, direct instruction about how to do the "
+        "task, in your own words and in exactly the format asked for.")
+    assert retry.temperature == 0.8
+    assert (record.status, record.attempts) == ("updated", 2)
+    assert variable.value == f"{START}\nCheck that the final answer is a number before adding."
+
+
+def test_a_writer_that_only_copies_the_feedback_leaves_the_value_and_says_so():
+    variable = prompt_with_feedback(feedback=CRITIQUE)
+    engine = ScriptedEngine(supports_json_schema=True).queue(
+        *[{"new_instruction": CRITIQUE}] * 3)
+    optimizer = tp.TGD([variable], engine=engine, edit="append")
+
+    [record] = optimizer.step()
+
+    assert len(engine.requests) == 3 and variable.value == START
+    assert (record.status, record.reason) == ("copied", "every instruction copied the feedback")
+
+
+@pytest.mark.parametrize("instruction, copied", [
+    (CRITIQUE, True),
+    # ten words of the critique in a row are a shared phrase, not a copy
+    ("Always ensure that the output is a numerical value before proceeding with it.", False),
+    ("Ensure that the output is a numerical value before proceeding with the addition.", True),
+    ("Write each number you add on its own line.", False),
+])
+def test_a_copy_is_a_run_of_twelve_words_of_the_feedback(instruction, copied):
+    from textprop.optim.tgd import copies
+
+    assert copies(instruction, CRITIQUE) is copied
 
 
 def test_tried_versions_are_shown_as_the_instructions_they_added_and_not_proposed_again():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -19,6 +20,7 @@ from textprop.variable import Variable
 DEFAULT_TAGS = ("<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>")
 UNCHANGED = "the rewrite repeats the current value"
 REPEATED = "the rewrite repeats a version already tried"
+COPIED = "the instruction copies the feedback"
 UNCHANGED_RETRY_TEMPERATURE = 0.8
 SAMPLE_TEMPERATURE = 0.8
 Edit = Literal["rewrite", "append"]
@@ -39,7 +41,7 @@ class UpdateRecord:
     after: str
     feedback: str
     status: str  # "updated", "unchanged" (same text), "repeated" (an already tried text),
-    #             "no_feedback", "unparseable"
+    #             "copied" (append mode: the feedback's words), "no_feedback", "unparseable"
     reason: str
     attempts: int
 
@@ -62,7 +64,8 @@ class TextualGradientDescent(Optimizer):
     value: a small writer (the 1.5B embedded model) asked for a whole new text mostly copies
     the old one back, so a search sees no new candidate (B4's first pareto cell: 20 of 22
     proposals); asked for one instruction, it proposed a new text each time in the
-    restarted cell, and one that only repeats the value's own words is asked again.
+    restarted cell, and one that only repeats the value's own words, or copies a run of
+    the feedback's, is asked again.
     """
 
     def __init__(self, parameters: Mapping[str, Variable] | Iterable[Variable],
@@ -235,16 +238,19 @@ class TextualGradientDescent(Optimizer):
         request = self.update_request(name, failures, sample, tried)
         problem = ""
         for attempt in range(1, self.max_parse_retries + 2):
-            value, reply_text, problem = await self._attempt(request, variable.value, tried)
+            value, reply_text, problem = await self._attempt(request, variable.value, tried,
+                                                             feedback)
             if value is not None:
                 return UpdateRecord(**record, after=value, status="updated", reason="",
                                     attempts=attempt)
             retry = (render(self._prompt("optimizer_unchanged")) if problem == UNCHANGED
                      else render("optimizer_repeated") if problem == REPEATED
+                     else render("optimizer_append_copied") if problem == COPIED
                      else render("optimizer_retry", problem=problem))
             # A model that repeated itself at temperature 0 will do so again: sample (seeded).
             temperature = (max(request.temperature, UNCHANGED_RETRY_TEMPERATURE)
-                           if problem in (UNCHANGED, REPEATED) else request.temperature)
+                           if problem in (UNCHANGED, REPEATED, COPIED)
+                           else request.temperature)
             request = request.with_(temperature=temperature, messages=(
                 *request.messages[:2], Message("assistant", reply_text), Message("user", retry)))
         if problem == UNCHANGED:
@@ -255,12 +261,16 @@ class TextualGradientDescent(Optimizer):
             return UpdateRecord(**record, after=variable.value, status="repeated",
                                 reason="every rewrite repeated one already tried",
                                 attempts=self.max_parse_retries + 1)
+        if problem == COPIED:
+            return UpdateRecord(**record, after=variable.value, status="copied",
+                                reason="every instruction copied the feedback",
+                                attempts=self.max_parse_retries + 1)
         return UpdateRecord(**record, after=variable.value, status="unparseable",
                             reason=f"kept the old value: {problem}",
                             attempts=self.max_parse_retries + 1)
 
-    async def _attempt(self, request: Request, current: str,
-                       tried: Sequence[str] = ()) -> tuple[str | None, str, str]:
+    async def _attempt(self, request: Request, current: str, tried: Sequence[str] = (),
+                       feedback: str = "") -> tuple[str | None, str, str]:
         """One rewrite request: (the new value or None, the reply text, why not usable)."""
         try:
             completion = await self.engine.acomplete(request)
@@ -272,6 +282,8 @@ class TextualGradientDescent(Optimizer):
         if parsed.value == current or (self.edit == "append"
                                        and restates(parsed.value, current)):
             return None, completion.text, UNCHANGED
+        if self.edit == "append" and copies(parsed.value, feedback):
+            return None, completion.text, COPIED
         value = self._apply_edit(current, parsed.value)
         if value in tried:
             return None, completion.text, REPEATED
@@ -301,3 +313,22 @@ def restates(instruction: str, text: str) -> bool:
     words = re.findall(r"[a-z0-9$]{3,}", instruction.lower())
     known = set(re.findall(r"[a-z0-9$]{3,}", text.lower()))
     return bool(words) and sum(w in known for w in words) >= RESTATES_SHARE * len(words)
+
+
+COPIED_RUN = 12
+
+
+def copies(instruction: str, feedback: str) -> bool:
+    """Whether `instruction` carries a run of COPIED_RUN or more consecutive words of
+    `feedback`. The 1.5B writer in append mode often returned the critic's remark itself
+    ("The structured system prompt ... should be improved by adding ...", up to 168 words
+    of it, in B4's seed-0 pareto cell): appended to a system prompt, that talks to the task
+    model about its prompt instead of telling it how to do the task."""
+    a, b = _words(instruction), _words(feedback)
+    match = difflib.SequenceMatcher(None, a, b, autojunk=False).find_longest_match(
+        0, len(a), 0, len(b))
+    return match.size >= COPIED_RUN
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9$']+", text.lower())
