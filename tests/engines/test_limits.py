@@ -9,7 +9,7 @@ import time
 import pytest
 
 from textprop.engines.base import Completion, Engine, Request
-from textprop.engines.limits import ConcurrencyLimit
+from textprop.engines.limits import ConcurrencyLimit, low_priority
 from textprop.engines.scripted import ScriptedEngine
 from textprop.errors import ConfigError, EngineError
 
@@ -120,6 +120,47 @@ def test_cancelled_waiters_and_failed_calls_give_their_slots_back():
     assert asyncio.run(main()).text == "ok"
     assert inner.inner.prompts() == ["fails", "w1", "w2", "after"]
     assert inner.peak == 1
+
+
+def test_low_priority_calls_take_only_slots_no_other_call_waits_for():
+    inner = tracked(latency_s=0.02)
+    limited = ConcurrencyLimit(inner, 2)
+
+    async def background(i: int):
+        with low_priority():
+            return await limited.acomplete(Request.chat(f"low{i}"))
+
+    async def main():
+        low = [asyncio.create_task(background(i)) for i in range(4)]
+        await asyncio.sleep(0)  # low0 and low1 hold both slots, low2 and low3 wait
+        high = [asyncio.create_task(limited.acomplete(Request.chat(f"high{i}")))
+                for i in range(3)]
+        await asyncio.gather(*low, *high)
+        assert limited.slots.idle
+
+    asyncio.run(main())
+    order = inner.inner.prompts()
+    assert order[:2] == ["low0", "low1"]  # free slots go to anyone
+    assert order[2:5] == ["high0", "high1", "high2"]  # queued ahead of the waiting low ones
+    assert order[5:] == ["low2", "low3"]
+    assert inner.peak == 2
+
+
+def test_a_cancelled_low_priority_waiter_gives_up_its_place():
+    limited = ConcurrencyLimit(tracked(latency_s=0.03), 1)
+
+    async def main():
+        first = asyncio.create_task(limited.acomplete(Request.chat("first")))
+        await asyncio.sleep(0)
+        with low_priority():
+            waiting = asyncio.create_task(limited.acomplete(Request.chat("low")))
+        await asyncio.sleep(0.005)
+        waiting.cancel()
+        await first
+        assert limited.slots.idle
+        return await asyncio.wait_for(limited.acomplete(Request.chat("after")), 1)
+
+    assert asyncio.run(main()).text == "ok"
 
 
 def test_a_rate_limit_spaces_out_the_starts():

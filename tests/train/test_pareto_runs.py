@@ -145,3 +145,33 @@ def test_optimizer_edit_append_adds_the_writers_instruction_to_the_parents_promp
     assert [c.status for c in candidates] == ["seed", "accepted"]
     assert candidates[1].values == {"system_prompt": f"You are a helpful assistant.\n{rule}"}
     assert summary["values"] == candidates[1].values
+
+
+def test_the_search_starts_once_validation_is_scored_and_the_test_fills_idle_slots(tmp_path):
+    """The baseline's test is not needed by the search: it runs beside the first round and
+    takes a slot only when no search call waits for one (one slot here)."""
+    config = write_run_config(
+        tmp_path, engine="openai-compatible:fake@{url}", train=[(i, i + 1) for i in range(8)],
+        val=VAL, test=[(9, 9), (1, 1), (5, 5)], engines={"concurrency": 1},
+        run={"name": "search", "dir": str(tmp_path / "runs")},
+        strategy={"kind": "pareto", "minibatch": 2, "holdout": 0, "parallel": 1,
+                  "max_proposals": 1})
+    with TestServer(latency=0.02, reply=server_reply) as server:
+        Path(config).write_text(Path(config).read_text().replace("{url}", server.base_url))
+        assert main(["optimize", config]) == 0
+        asked = [last_user(r.body) for r in server.requests
+                 if r.path.endswith("/chat/completions")]
+
+    test_questions = {"What is 9 + 9?", "What is 1 + 1?", "What is 5 + 5?"}
+    first_test = next(i for i, q in enumerate(asked) if q in test_questions)
+    last_test = max(i for i, q in enumerate(asked) if q in test_questions)
+    assert set(asked[:first_test]) == VAL_QUESTIONS  # validation first, all of it
+    search = [i for i, q in enumerate(asked[:last_test])
+              if q not in VAL_QUESTIONS | test_questions]
+    assert search  # the search's calls went out before the baseline's test had finished
+    run = next((tmp_path / "runs").iterdir())
+    ledger = Ledger.in_run(run)
+    baseline = ledger.step(0)
+    assert baseline["test_score"] == 0.0  # the starting prompt asks for no 'Answer:' line
+    assert [e["split"] for e in ledger.evaluations(0)] == ["val", "test"]
+    assert len(ledger.calls(0)) == len(VAL) + 3  # the test's calls are filed with step 0

@@ -2,7 +2,9 @@
 
 One limit covers every caller: async tasks on any event loop and sync `complete` calls from any
 thread draw from the same N slots, so mixing the sync and async APIs cannot double it. A freed
-slot goes straight to the longest waiter (FIFO), so no caller starves.
+slot goes straight to the longest waiter (FIFO), so no caller starves; calls made under
+`low_priority()` (work nothing waits on yet, such as a baseline's test run beside the search)
+only get a slot no other waiter wants, so they fill idle slots without delaying the rest.
 
 Put it below the cache (hits never wait for a slot) and above `Retry` (a call backing off after
 a 429 keeps its slot, which is the back-pressure a rate-limited provider asks for).
@@ -20,11 +22,25 @@ import asyncio
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from textprop.engines.base import Completion, Engine, Request
 from textprop.errors import ConfigError, EngineAuthError, EngineError, TransientEngineError
 
 FATAL = (EngineAuthError, TransientEngineError)  # below Retry, a transient error is final
+_LOW_PRIORITY: ContextVar[bool] = ContextVar("textprop_low_priority", default=False)
+
+
+@contextmanager
+def low_priority() -> Iterator[None]:
+    """Calls made inside (in this task, and tasks it starts) yield slots to all others."""
+    token = _LOW_PRIORITY.set(True)
+    try:
+        yield
+    finally:
+        _LOW_PRIORITY.reset(token)
 
 
 class _AsyncWaiter:
@@ -47,6 +63,7 @@ class Slots:
         self._used = 0
         self._lock = threading.Lock()
         self._waiters: deque[threading.Event | _AsyncWaiter] = deque()
+        self._later: deque[threading.Event | _AsyncWaiter] = deque()  # low priority
 
     @property
     def in_use(self) -> int:
@@ -55,21 +72,37 @@ class Slots:
     @property
     def idle(self) -> bool:
         with self._lock:
-            return self._used == 0 and not self._waiters
+            return self._used == 0 and not self._waiters and not self._later
+
+    def _take_free(self) -> bool:
+        """Take a slot if one is free and nobody waits; call with the lock held."""
+        if self._used < self.size and not self._waiters and not self._later:
+            self._used += 1
+            return True
+        return False
+
+    def _queue(self, waiter: threading.Event | _AsyncWaiter) -> None:
+        (self._later if _LOW_PRIORITY.get() else self._waiters).append(waiter)
+
+    def _unqueue(self, waiter: threading.Event | _AsyncWaiter) -> bool:
+        """Drop a waiter that gave up; False when it was handed a slot already."""
+        for queue in (self._waiters, self._later):
+            if waiter in queue:
+                queue.remove(waiter)
+                return True
+        return False
 
     def acquire(self) -> None:
         with self._lock:
-            if self._used < self.size and not self._waiters:
-                self._used += 1
+            if self._take_free():
                 return
             event = threading.Event()
-            self._waiters.append(event)
+            self._queue(event)
         try:
             event.wait()
         except BaseException:  # e.g. KeyboardInterrupt while waiting
             with self._lock:
-                if event in self._waiters:
-                    self._waiters.remove(event)
+                if self._unqueue(event):
                     raise
             self.release()  # the slot was handed over already: pass it on
             raise
@@ -77,17 +110,15 @@ class Slots:
     async def aacquire(self) -> None:
         loop = asyncio.get_running_loop()
         with self._lock:
-            if self._used < self.size and not self._waiters:
-                self._used += 1
+            if self._take_free():
                 return
             waiter = _AsyncWaiter(loop)
-            self._waiters.append(waiter)
+            self._queue(waiter)
         try:
             await waiter.future
         except BaseException:  # cancelled while waiting
             with self._lock:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
+                if self._unqueue(waiter):
                     raise
             if waiter.future.done() and not waiter.future.cancelled():
                 self.release()  # we got the slot just as we were cancelled
@@ -96,10 +127,11 @@ class Slots:
 
     def release(self) -> None:
         with self._lock:
-            if not self._waiters:
+            queue = self._waiters or self._later
+            if not queue:
                 self._used -= 1
                 return
-            waiter = self._waiters.popleft()  # the slot passes to it; _used stays
+            waiter = queue.popleft()  # the slot passes to it; _used stays
         if isinstance(waiter, threading.Event):
             waiter.set()
             return

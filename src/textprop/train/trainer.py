@@ -20,6 +20,7 @@ from typing import Any
 from textprop._sync import run_sync
 from textprop.data.dataset import Dataset, Splits
 from textprop.engines.base import Engine
+from textprop.engines.limits import low_priority
 from textprop.engines.metering import CONTENT_FIELDS
 from textprop.errors import ConfigError
 from textprop.ledger import EvaluationRow, Ledger, StepRecord
@@ -199,9 +200,13 @@ class Trainer:
         meta = self.ledger.meta() if last is not None else {}
         if last is not None and "final" in meta and last["status"] != "pending":
             return self._already_finished(meta)
+        first_round: asyncio.Future[list[StepRecord]] | None = None
         if last is None:
-            baseline = await self._baseline()
+            baseline, test = await self._baseline()
             self.strategy.start(baseline)  # may add its own state (e.g. the seed candidate)
+            if test is not None:  # the search needs only validation: it starts at once
+                first_round = asyncio.ensure_future(self.strategy.next_round(1))
+                self._add_test(baseline, await _beside(test, first_round))
             self.ledger.set_meta(strategy=self.strategy.describe())
             self.ledger.record_step(baseline)
             self.events.on_step(baseline, self.strategy.planned_steps())
@@ -223,7 +228,8 @@ class Trainer:
             self.events.on_message(f"resuming after step {last['step']} "
                                    f"(best validation {self.strategy.best_val:.3f})")
         planned = self.strategy.planned_steps()
-        while records := await self.strategy.next_round(step):
+        while records := await (first_round or self.strategy.next_round(step)):
+            first_round = None
             self.ledger.record_steps(records)
             for record in records:
                 self.events.on_step(record, planned)
@@ -258,23 +264,32 @@ class Trainer:
         self.events.on_run_finished(result)
         return result
 
-    async def _baseline(self) -> StepRecord:
+    async def _baseline(self) -> tuple[StepRecord, asyncio.Task[EvaluationRow] | None]:
+        """Step 0 once validation is scored, and the test run still going on beside it: it
+        takes only the slots validation (and then the search) leaves idle."""
         self.events.on_message(f"baseline: evaluating {len(self.splits.val)} validation and "
                                f"{len(self.splits.test)} test examples")
         CURRENT_STEP.set(0)
-        if len(self.splits.test):  # independent: evaluated side by side
-            val, test = await asyncio.gather(self.context.evaluate(self.splits.val, "val"),
-                                             self.context.evaluate(self.splits.test, "test"))
-        else:
-            val, test = await self.context.evaluate(self.splits.val, "val"), None
+        test = asyncio.ensure_future(self._low_priority_test()) if len(
+            self.splits.test) else None
+        val = await self.context.evaluate(self.splits.val, "val")  # on failure, the test's
+        # calls in flight still finish into the cache (run_sync settles them)
         record = StepRecord(
             step=0, epoch=0, status="baseline", reason="the starting values",
             values=self.context.values(), optimizer_state=self.optimizer.state_dict(),
-            val_score=val.score, best_val_score=val.score,
-            test_score=test.score if test else None,
-            evaluations=[val] + ([test] if test else []), calls=self._take_calls(0),
+            val_score=val.score, best_val_score=val.score, evaluations=[val],
+            calls=[] if test else self._take_calls(0),
             search_state={"metric_calls": self.context.metric_calls.used})
-        return record
+        return record, test
+
+    async def _low_priority_test(self) -> EvaluationRow:
+        with low_priority():
+            return await self.context.evaluate(self.splits.test, "test")
+
+    def _add_test(self, baseline: StepRecord, test: EvaluationRow) -> None:
+        baseline.test_score = test.score
+        baseline.evaluations.append(test)
+        baseline.calls = self._take_calls(0)
 
     def _report_budget(self) -> None:
         used = {"metric_calls": self.context.metric_calls.used}
@@ -315,3 +330,16 @@ class Trainer:
                          self.strategy.best_val, final_test, self._values(),
                          (self.ledger.last_step() or {"step": 0})["step"], message,
                          self.context.metric_calls.used)
+
+
+async def _beside(test: asyncio.Task[EvaluationRow], search: asyncio.Future[Any]
+                  ) -> EvaluationRow:
+    """The baseline's test result, awaited while the search's first round runs. A failure
+    of either is raised at once; the other's calls in flight are left to finish into the
+    cache, as a `gather` leaves them (run_sync settles them before the error surfaces)."""
+    while not test.done():
+        await asyncio.wait({test} if search.done() else {test, search},
+                           return_when=asyncio.FIRST_COMPLETED)
+        if search.done() and not search.cancelled() and search.exception() is not None:
+            search.result()
+    return test.result()
