@@ -174,3 +174,76 @@ def test_an_instruction_made_of_words_the_prompt_already_has_adds_nothing(instru
     text = ("You will answer a reasoning question. Think step by step. The last line of "
             "your response should be of the following format: 'Answer: N'.")
     assert restates(instruction, text) is restated
+
+
+FAILURE = render("optimizer_failure_item", input="How many fruits? an apple, two plums",
+                 output="Answer: 2", expected="3", explanation="expected '3', got '2'")
+
+
+def test_with_failures_to_show_a_copy_is_asked_again_from_the_failures_alone():
+    variable = prompt_with_feedback(feedback=CRITIQUE)
+    engine = ScriptedEngine(supports_json_schema=True).queue(
+        {"new_instruction": "Note: " + CRITIQUE},
+        {"new_instruction": "Add up the number given with each item."})
+    optimizer = tp.TGD({"system_prompt": variable}, engine=engine, edit="append")
+
+    record = asyncio.run(optimizer.arewrite("system_prompt", failures=FAILURE))
+
+    first, again = engine.requests
+    assert "<CONTEXT>" in first.prompt and CRITIQUE in first.prompt
+    assert len(again.messages) == 2  # a fresh request, not a turn of the first one
+    assert again.system_prompt == first.system_prompt
+    assert again.temperature == first.temperature == 0.0
+    assert again.prompt == f"""\
+Here is the role of the variable you will improve: <ROLE>system prompt</ROLE>.
+
+The variable is the text within the following span: <VARIABLE> {START} </VARIABLE>
+
+Improve the variable (system prompt) from the examples below.
+
+{render("optimizer_failures", variable_role="system prompt", failures=FAILURE)}
+
+{render("optimizer_append", variable_role="system prompt")}
+
+{render("optimizer_append_reply_json")}"""
+    assert (record.status, record.attempts) == ("updated", 2)
+    assert record.reason == "asked again from the failures alone"
+    assert record.after == f"{START}\nAdd up the number given with each item."
+
+
+def test_asked_again_after_the_failures_alone_it_gets_a_fresh_sample_of_that_request():
+    variable = prompt_with_feedback(feedback=CRITIQUE)
+    engine = ScriptedEngine(supports_json_schema=True).queue(
+        {"new_instruction": CRITIQUE}, {"new_instruction": "Think step by step."},
+        {"new_instruction": CRITIQUE})
+    optimizer = tp.TGD({"system_prompt": variable}, engine=engine, edit="append")
+
+    record = asyncio.run(optimizer.arewrite("system_prompt", failures=FAILURE))
+
+    first, failures_only, fresh = engine.requests
+    assert CRITIQUE not in failures_only.prompt
+    # the value's own words (unchanged), then a copy again: each time a new draw of the
+    # failures-only request, never a turn that shows the writer its last reply
+    assert fresh.messages == failures_only.messages
+    assert (failures_only.temperature, failures_only.seed) == (0.0, 0)
+    assert (fresh.temperature, fresh.seed) == (0.8, 2)
+    assert (record.status, record.attempts, record.after) == ("copied", 3, START)
+
+
+def test_with_failures_to_show_a_repeat_of_a_tried_version_is_asked_again_without_the_list():
+    variable = prompt_with_feedback(feedback="It miscounts.")
+    rejected = f"{START}\nCount each kind of item separately."
+    engine = ScriptedEngine(supports_json_schema=True).queue(
+        {"new_instruction": "Count each kind of item separately."},
+        {"new_instruction": "Add the number written before each item."})
+    optimizer = tp.TGD({"system_prompt": variable}, engine=engine, edit="append")
+
+    record = asyncio.run(optimizer.arewrite("system_prompt", failures=FAILURE,
+                                            tried=[rejected]))
+
+    first, again = engine.requests
+    assert "Count each kind of item separately." in first.prompt  # shown as tried
+    assert "Count each kind of item separately." not in again.prompt
+    assert "It miscounts." not in again.prompt
+    assert (record.status, record.after) == (
+        "updated", f"{START}\nAdd the number written before each item.")

@@ -21,6 +21,7 @@ DEFAULT_TAGS = ("<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>")
 UNCHANGED = "the rewrite repeats the current value"
 REPEATED = "the rewrite repeats a version already tried"
 COPIED = "the instruction copies the feedback"
+ANEW = (UNCHANGED, REPEATED, COPIED)  # replies worth a fresh sample rather than a repair
 UNCHANGED_RETRY_TEMPERATURE = 0.8
 SAMPLE_TEMPERATURE = 0.8
 Edit = Literal["rewrite", "append"]
@@ -65,7 +66,11 @@ class TextualGradientDescent(Optimizer):
     the old one back, so a search sees no new candidate (B4's first pareto cell: 20 of 22
     proposals); asked for one instruction, it proposed a new text each time in the
     restarted cell, and one that only repeats the value's own words, or copies a run of
-    the feedback's, is asked again.
+    the feedback's, is asked again. When the instruction was asked with failures (a
+    search's minibatch), such an echo is asked again from the failures alone, with no feedback and
+    no list of tried versions to echo, then as fresh samples of that request: in B4's
+    second pareto cell the 1.5B writer, told three times each to use its own words, copied
+    the critique in 17 of 21 rewrites and made one new text.
     """
 
     def __init__(self, parameters: Mapping[str, Variable] | Iterable[Variable],
@@ -125,14 +130,20 @@ class TextualGradientDescent(Optimizer):
     def constraint_text(self) -> str:
         return "\n".join(f"Constraint {i}: {c}" for i, c in enumerate(self.constraints, 1))
 
-    def update_prompt(self, name: str, failures: str = "", tried: Sequence[str] = ()) -> str:
+    def update_prompt(self, name: str, failures: str = "", tried: Sequence[str] = (), *,
+                      with_feedback: bool = True) -> str:
         """The user message asking for a rewrite of parameter `name`; `failures` (rendered
         examples the current value got wrong) is shown after the feedback when given, and
-        `tried` (rewrites of the same value that a search already rejected) after those."""
+        `tried` (rewrites of the same value that a search already rejected) after those.
+        `with_feedback=False` leaves the feedback (and its memory) out: the rewrite is asked
+        from the failures alone."""
         variable = self.named_parameters[name]
         sections = [render("optimizer_update", variable_role=variable.role_description,
                            variable_value=variable.value,
-                           feedback=self._feedback_text(variable))]
+                           feedback=self._feedback_text(variable)) if with_feedback else
+                    render("optimizer_update_failures_only",
+                           variable_role=variable.role_description,
+                           variable_value=variable.value)]
         if failures:
             sections.append(render("optimizer_failures", variable_role=variable.role_description,
                                    failures=failures))
@@ -142,7 +153,7 @@ class TextualGradientDescent(Optimizer):
                               for n, value in enumerate(tried, 1))
             sections.append(render("optimizer_tried", variable_role=variable.role_description,
                                    items=items))
-        memory = self.state[name]["memory"]
+        memory = self.state[name]["memory"] if with_feedback else []
         past = memory[-self.gradient_memory:] if self.gradient_memory > 0 else []
         if past:
             items = "\n".join(render("optimizer_memory_item", n=n, feedback=f)
@@ -195,14 +206,15 @@ class TextualGradientDescent(Optimizer):
         return "\n".join(parts)
 
     def update_request(self, name: str, failures: str = "", sample: int = 0,
-                       tried: Sequence[str] = ()) -> Request:
+                       tried: Sequence[str] = (), *, with_feedback: bool = True) -> Request:
         """The rewrite request; `sample` k > 0 asks for the k-th alternative rewrite, sampled
         at `SAMPLE_TEMPERATURE` with seed + k (a search's extra children)."""
         sampling = dict(self.sampling)
         if sample:
             sampling["temperature"] = max(sampling["temperature"], SAMPLE_TEMPERATURE)
             sampling["seed"] = (sampling["seed"] or 0) + sample
-        return Request.chat(self.update_prompt(name, failures, tried), self.system_prompt,
+        return Request.chat(self.update_prompt(name, failures, tried,
+                                               with_feedback=with_feedback), self.system_prompt,
                             role="optimizer",
                             json_schema=reply_schema(self._reply_key) if self.structured
                             else None, **sampling)
@@ -236,13 +248,25 @@ class TextualGradientDescent(Optimizer):
             return UpdateRecord(**record, after=variable.value, status="no_feedback",
                                 reason="no feedback reached this parameter", attempts=0)
         request = self.update_request(name, failures, sample, tried)
-        problem = ""
+        problem, from_failures = "", False
         for attempt in range(1, self.max_parse_retries + 2):
             value, reply_text, problem = await self._attempt(request, variable.value, tried,
                                                              feedback)
             if value is not None:
-                return UpdateRecord(**record, after=value, status="updated", reason="",
-                                    attempts=attempt)
+                return UpdateRecord(**record, after=value, status="updated",
+                                    reason="asked again from the failures alone"
+                                    if from_failures else "", attempts=attempt)
+            if self.edit == "append" and failures and problem in ANEW:
+                # A reply that only echoes text from its own prompt (the feedback, a version
+                # already tried, the value) is asked again from the failures alone, with
+                # nothing else to echo; after that, as a fresh sample of that request rather
+                # than a turn showing the writer its last reply (which a small one sends back).
+                fresh = self.update_request(name, failures, sample, with_feedback=False)
+                request = fresh.with_(temperature=max(fresh.temperature,
+                                                      UNCHANGED_RETRY_TEMPERATURE),
+                                      seed=(fresh.seed or 0) + attempt) if from_failures else fresh
+                from_failures = True
+                continue
             retry = (render(self._prompt("optimizer_unchanged")) if problem == UNCHANGED
                      else render("optimizer_repeated") if problem == REPEATED
                      else render("optimizer_append_copied") if problem == COPIED
