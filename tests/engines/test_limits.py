@@ -146,6 +146,31 @@ def test_low_priority_calls_take_only_slots_no_other_call_waits_for():
     assert inner.peak == 2
 
 
+def test_a_freed_slot_goes_to_the_lowest_rank_waiting_first_come_first_served_within_it():
+    inner = tracked(latency_s=0.02)
+    limited = ConcurrencyLimit(inner, 1)
+
+    async def call(prompt: str, rank: int):
+        if not rank:
+            return await limited.acomplete(Request.chat(prompt))
+        with low_priority(rank):
+            return await limited.acomplete(Request.chat(prompt))
+
+    async def main():
+        first = asyncio.create_task(call("first", 0))
+        await asyncio.sleep(0)  # it holds the one slot; the rest queue in this order
+        rest = [asyncio.create_task(call(p, r)) for p, r in
+                [("test0", 2), ("val0", 1), ("test1", 2), ("search0", 0), ("val1", 1)]]
+        await asyncio.gather(first, *rest)
+        assert limited.slots.idle
+
+    asyncio.run(main())
+    assert inner.inner.prompts() == ["first", "search0", "val0", "val1", "test0", "test1"]
+    with pytest.raises(ValueError, match="rank"):
+        with low_priority(0):
+            pass
+
+
 def test_a_cancelled_low_priority_waiter_gives_up_its_place():
     limited = ConcurrencyLimit(tracked(latency_s=0.03), 1)
 

@@ -3,8 +3,9 @@
 One limit covers every caller: async tasks on any event loop and sync `complete` calls from any
 thread draw from the same N slots, so mixing the sync and async APIs cannot double it. A freed
 slot goes straight to the longest waiter (FIFO), so no caller starves; calls made under
-`low_priority()` (work nothing waits on yet, such as a baseline's test run beside the search)
-only get a slot no other waiter wants, so they fill idle slots without delaying the rest.
+`low_priority(rank)` (work nothing waits on yet, such as a baseline's scoring run beside the
+search) only get a slot no waiter of a lower rank wants, so they fill idle slots without
+delaying the rest.
 
 Put it below the cache (hits never wait for a slot) and above `Retry` (a call backing off after
 a 429 keeps its slot, which is the back-pressure a rate-limited provider asks for).
@@ -30,17 +31,20 @@ from textprop.engines.base import Completion, Engine, Request
 from textprop.errors import ConfigError, EngineAuthError, EngineError, TransientEngineError
 
 FATAL = (EngineAuthError, TransientEngineError)  # below Retry, a transient error is final
-_LOW_PRIORITY: ContextVar[bool] = ContextVar("textprop_low_priority", default=False)
+_RANK: ContextVar[int] = ContextVar("textprop_priority_rank", default=0)
 
 
 @contextmanager
-def low_priority() -> Iterator[None]:
-    """Calls made inside (in this task, and tasks it starts) yield slots to all others."""
-    token = _LOW_PRIORITY.set(True)
+def low_priority(rank: int = 1) -> Iterator[None]:
+    """Calls made inside (in this task, and tasks it starts) yield slots to every waiter of a
+    lower rank; 0 is everyone else's."""
+    if rank < 1:
+        raise ValueError(f"a low priority's rank is >= 1, got {rank}")
+    token = _RANK.set(rank)
     try:
         yield
     finally:
-        _LOW_PRIORITY.reset(token)
+        _RANK.reset(token)
 
 
 class _AsyncWaiter:
@@ -62,8 +66,7 @@ class Slots:
         self.size = size
         self._used = 0
         self._lock = threading.Lock()
-        self._waiters: deque[threading.Event | _AsyncWaiter] = deque()
-        self._later: deque[threading.Event | _AsyncWaiter] = deque()  # low priority
+        self._queues: dict[int, deque[threading.Event | _AsyncWaiter]] = {}  # by rank
 
     @property
     def in_use(self) -> int:
@@ -72,21 +75,25 @@ class Slots:
     @property
     def idle(self) -> bool:
         with self._lock:
-            return self._used == 0 and not self._waiters and not self._later
+            return self._used == 0 and not self._waiting()
+
+    def _waiting(self) -> deque[threading.Event | _AsyncWaiter] | None:
+        """The queue of the lowest rank anyone waits in; call with the lock held."""
+        return next((self._queues[r] for r in sorted(self._queues) if self._queues[r]), None)
 
     def _take_free(self) -> bool:
         """Take a slot if one is free and nobody waits; call with the lock held."""
-        if self._used < self.size and not self._waiters and not self._later:
+        if self._used < self.size and not self._waiting():
             self._used += 1
             return True
         return False
 
     def _queue(self, waiter: threading.Event | _AsyncWaiter) -> None:
-        (self._later if _LOW_PRIORITY.get() else self._waiters).append(waiter)
+        self._queues.setdefault(_RANK.get(), deque()).append(waiter)
 
     def _unqueue(self, waiter: threading.Event | _AsyncWaiter) -> bool:
         """Drop a waiter that gave up; False when it was handed a slot already."""
-        for queue in (self._waiters, self._later):
+        for queue in self._queues.values():
             if waiter in queue:
                 queue.remove(waiter)
                 return True
@@ -127,7 +134,7 @@ class Slots:
 
     def release(self) -> None:
         with self._lock:
-            queue = self._waiters or self._later
+            queue = self._waiting()
             if not queue:
                 self._used -= 1
                 return
