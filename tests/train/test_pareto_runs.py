@@ -5,6 +5,7 @@ killed with SIGKILL that resumes into the ledger of an uninterrupted run."""
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from textprop.ledger import Ledger
 from textprop.testing.server import TestServer
 
 from .fake_pipeline import IMPROVED, reply, server_reply, write_run_config
-from .test_resume_after_kill import kill_mid_request, optimize
+from .test_resume_after_kill import kill_mid_request, optimize, recorded_steps
 
 VAL = [(2, 2), (4, 6), (6, 1), (3, 3)]  # none of them in train
 VAL_QUESTIONS = {f"What is {a} + {b}?" for a, b in VAL}
@@ -147,9 +148,12 @@ def test_optimizer_edit_append_adds_the_writers_instruction_to_the_parents_promp
     assert summary["values"] == candidates[1].values
 
 
-def test_the_search_starts_once_validation_is_scored_and_the_test_fills_idle_slots(tmp_path):
-    """The baseline's test is not needed by the search: it runs beside the first round and
-    takes a slot only when no search call waits for one (one slot here)."""
+def test_the_first_round_runs_beside_the_baseline_and_the_test_fills_idle_slots(tmp_path):
+    """Round 1's parent is the seed whatever it scores, so the round starts beside the
+    baseline's validation, whose calls take only the slots the round's calls leave idle
+    (it is needed only when the round files its records); the baseline's test, needed only
+    at the end, comes after both. One slot here. The ledger is as if each had waited for
+    the one before."""
     config = write_run_config(
         tmp_path, engine="openai-compatible:fake@{url}", train=[(i, i + 1) for i in range(8)],
         val=VAL, test=[(9, 9), (1, 1), (5, 5)], engines={"concurrency": 1},
@@ -163,15 +167,110 @@ def test_the_search_starts_once_validation_is_scored_and_the_test_fills_idle_slo
                  if r.path.endswith("/chat/completions")]
 
     test_questions = {"What is 9 + 9?", "What is 1 + 1?", "What is 5 + 5?"}
+    train_questions = {f"What is {i} + {i + 1}?" for i in range(8)}
     first_test = next(i for i, q in enumerate(asked) if q in test_questions)
-    last_test = max(i for i, q in enumerate(asked) if q in test_questions)
-    assert set(asked[:first_test]) == VAL_QUESTIONS  # validation first, all of it
-    search = [i for i, q in enumerate(asked[:last_test])
-              if q not in VAL_QUESTIONS | test_questions]
-    assert search  # the search's calls went out before the baseline's test had finished
+    before_test = asked[:first_test]
+    assert VAL_QUESTIONS <= set(before_test)  # all of validation before any of the test
+    last_val = max(i for i, q in enumerate(before_test) if q in VAL_QUESTIONS)
+    minibatch = [i for i, q in enumerate(before_test) if q in train_questions]
+    writer = [i for i, q in enumerate(before_test) if q.startswith("You will give feedback")]
+    assert len(minibatch) == 2 and minibatch[0] < last_val  # the round began beside it
+    assert writer and writer[0] < last_val  # its dependent calls went first
+    assert len(before_test) > len(VAL) + 2  # the round's calls too went out before the test
     run = next((tmp_path / "runs").iterdir())
     ledger = Ledger.in_run(run)
     baseline = ledger.step(0)
     assert baseline["test_score"] == 0.0  # the starting prompt asks for no 'Answer:' line
     assert [e["split"] for e in ledger.evaluations(0)] == ["val", "test"]
     assert len(ledger.calls(0)) == len(VAL) + 3  # the test's calls are filed with step 0
+    assert baseline["search_state"]["metric_calls"] == len(VAL)  # its own, not the round's
+
+
+def test_a_refused_call_during_the_baseline_ends_the_first_round_too(tmp_path):
+    """The round started beside the baseline's validation fails with it at once: one error
+    (not repeated as a task's 'never retrieved' exception), nothing filed, and no call sent
+    after the refusal."""
+    with TestServer(latency=0.05, reply=server_reply) as server:
+        config = pareto_config(tmp_path, server.base_url, max_proposals=2, parallel=2)
+        server.inject("401")
+        started = time.monotonic()
+        run = optimize(config, tmp_path / "run")
+        _, err = run.communicate(timeout=60)
+        took = time.monotonic() - started
+        sent = len(server.requests)
+
+    assert run.returncode == 1
+    lines = [x for x in err.splitlines() if x.strip() and "no price known" not in x]
+    assert len(lines) == 1 and "refused the API key" in lines[0], err
+    assert took < 10  # not left waiting for a baseline that will never be scored
+    assert sent <= 4  # the first wave of the 4 slots; none after the refusal
+    assert recorded_steps(tmp_path / "run") == 0
+
+
+def test_the_search_goes_on_while_the_baselines_test_runs_and_step_0_is_filed_first(
+        tmp_path):
+    """The test is needed only for the report: the next rounds do not wait for it. Step 0
+    is filed, with its test, the moment the test is scored, and the rounds that finished
+    meanwhile after it, in order."""
+    test = [(i, i) for i in range(10, 50)]
+    config = write_run_config(
+        tmp_path, engine="openai-compatible:fake@{url}", train=[(i, i + 1) for i in range(8)],
+        val=VAL, test=test, engines={"concurrency": 2},
+        run={"name": "search", "dir": str(tmp_path / "runs")},
+        strategy={"kind": "pareto", "minibatch": 2, "holdout": 0, "parallel": 1,
+                  "max_proposals": 3})
+    with TestServer(latency=0.02, reply=server_reply) as server:
+        Path(config).write_text(Path(config).read_text().replace("{url}", server.base_url))
+        assert main(["optimize", config]) == 0
+        asked = [last_user(r.body) for r in server.requests
+                 if r.path.endswith("/chat/completions")]
+
+    ledger = Ledger.in_run(next((tmp_path / "runs").iterdir()))
+    steps = ledger.steps()
+    assert [s["step"] for s in steps] == [0, 1, 2, 3, 4]
+    round_2 = [f"What is {k} + {k + 1}?" for k in
+               (int(e.removeprefix("train-")) for e in steps[2]["batch"])]
+    baseline_test_done = max(asked.index(f"What is {a} + {b}?") for a, b in test)
+    assert not set(round_2) & {f"What is {k} + {k + 1}?" for k in  # one epoch: new ones
+                               (int(e.removeprefix("train-")) for e in steps[1]["batch"])}
+    assert min(asked.index(q) for q in round_2) < baseline_test_done
+    assert steps[0]["test_score"] == 0.0
+    assert [e["split"] for e in ledger.evaluations(0)] == ["val", "test"]
+    assert len(ledger.calls(0)) == len(VAL) + len(test)
+
+
+def system_of(body: dict) -> str:
+    return next((m["content"] for m in body["messages"] if m["role"] == "system"), "")
+
+
+def test_the_last_round_scores_the_sure_final_candidates_on_the_holdout_while_it_runs(
+        tmp_path):
+    """Round 2 is the last (max_proposals); its one proposal can push at most one candidate
+    down, so the best candidate so far is surely among the final two: its held-back
+    examples are scored as the round starts, not after it."""
+    with TestServer(latency=0.05, reply=server_reply) as server:
+        config = pareto_config(tmp_path, server.base_url, max_proposals=2, parallel=1,
+                               final_candidates=2)
+        assert main(["optimize", str(config)]) == 0
+        server.wait_idle()
+        calls = [r for r in server.requests if r.path.endswith("/chat/completions")]
+
+    ledger = Ledger.in_run(next((tmp_path / "runs").iterdir()))
+    steps = ledger.steps()
+    [held] = steps[0]["search_state"]["holdout"]
+    a, b = VAL[int(held.removeprefix("val-"))]
+    best = next(c for c in ledger.candidates() if c.status == "accepted")
+    assert best.step == 1
+    holdout_run = next(r for r in calls if last_user(r.body) == f"What is {a} + {b}?"
+                       and system_of(r.body) == best.values["system_prompt"])
+    round_2 = [r for r in calls if last_user(r.body) in {
+        f"What is {k} + {k + 1}?" for k in
+        (int(e.removeprefix("train-")) for e in steps[2]["batch"])}]
+    assert len(round_2) == 2  # right on both: nothing to learn, the round ends there
+    assert holdout_run.arrived < max(r.ended for r in round_2)  # beside the round
+    final = steps[-1]["search_state"]["final"]
+    assert [c["id"] for c in final["candidates"]] == [best.id, 0]
+    assert final["candidates"][0]["holdout_per_example"] == {held: 1.0}
+    # counted once, by the final pick: 4 baseline + 2 x (2 + 2 minibatch) + 3 validation
+    # of candidate 1 + 1 held back
+    assert steps[-1]["search_state"]["metric_calls"] == 4 + 2 + 2 + 3 + 2 + 1

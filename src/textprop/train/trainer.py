@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from textprop._sync import run_sync
 from textprop.data.dataset import Dataset, Splits
@@ -36,6 +37,8 @@ from textprop.train.pipelines.base import Pipeline
 from textprop.train.run_folder import exists_error, run_lock
 from textprop.train.strategies.base import Strategy
 from textprop.train.strategies.tgd import TGDSettings, TGDStrategy
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -110,6 +113,12 @@ class Trainer:
             approval=settings.approval, run_dir=self.run_dir, take_calls=self._take_calls)
         self.strategy.bind(self.context)
         self._ledger: Ledger | None = None
+        # A fresh run's step 0 until it is filed, its test still running beside the search,
+        # and the records of rounds that finished meanwhile (filed after it, in order).
+        self._opening: StepRecord | None = None
+        self._baseline_test: asyncio.Task[EvaluationRow] | None = None
+        self._held: list[tuple[list[StepRecord], bool]] = []
+        self._test_pipeline: Pipeline = pipeline
 
     @property
     def ledger(self) -> Ledger:
@@ -202,17 +211,25 @@ class Trainer:
             return self._already_finished(meta)
         first_round: asyncio.Future[list[StepRecord]] | None = None
         if last is None:
-            baseline, test = await self._baseline()
-            self.strategy.start(baseline)  # may add its own state (e.g. the seed candidate)
-            if test is not None:  # the search needs only validation: it starts at once
-                first_round = asyncio.ensure_future(self.strategy.next_round(1))
-                self._add_test(baseline, await _beside(test, first_round))
-            self.ledger.set_meta(strategy=self.strategy.describe())
-            self.ledger.record_step(baseline)
-            self.events.on_step(baseline, self.strategy.planned_steps())
-            self.events.on_message(f"baseline: validation {baseline.val_score:.3f}" + (
-                f", test {baseline.test_score:.3f}" if baseline.test_score is not None
-                else ""))
+            # The baseline's validation is reserved while it runs, so a first round started
+            # beside it sees the budget it will leave; scoring it spends the reservation.
+            started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            early = (self.context.metric_calls.reserve(len(self.splits.val))
+                     and self.strategy.begin(started))
+            if early:  # started first, so its first calls go out before validation's
+                first_round = _beside_task(self.strategy.next_round(1))
+            opening = _beside_task(self._open(started, beside_search=early))
+            if first_round is not None:
+                baseline, test = await _beside(opening, first_round)
+            else:
+                baseline, test = await opening
+            self._opening = baseline
+            if test is None:
+                self._file_baseline(None)
+            elif self._test_pipeline is self.pipeline:  # no copy: the search must wait
+                self._file_baseline(await test)
+            else:  # the search needs only validation: it goes on while the test runs
+                self._baseline_test = test
             step = 1
         else:
             paid = self.ledger.paid()
@@ -227,27 +244,74 @@ class Trainer:
             step = last["step"] + 1
             self.events.on_message(f"resuming after step {last['step']} "
                                    f"(best validation {self.strategy.best_val:.3f})")
-        planned = self.strategy.planned_steps()
-        while records := await (first_round or self.strategy.next_round(step)):
+        while records := await self._beside_baseline(first_round
+                                                     or self.strategy.next_round(step)):
             first_round = None
-            self.ledger.record_steps(records)
-            for record in records:
-                self.events.on_step(record, planned)
-                self.events.on_message(
-                    f"step {record.step}{f'/{planned}' if planned else ''} epoch "
-                    f"{record.epoch + 1}: {record.status} ({record.reason})")
-            self._report_budget()
+            self._file(records)
             step = records[-1].step + 1
             if records[-1].status == "pending":
+                await self._settle_baseline()
                 return self._awaiting(records[-1].step, "awaits")
-        final = await self.strategy.finish(step)
+        final = await self._beside_baseline(self.strategy.finish(step))
         if final is not None:
-            self.ledger.record_step(final)
-            self.events.on_step(final, planned)
-            self.events.on_message(f"final pick: {final.reason}")
-            if final.status == "pending":
-                return self._awaiting(final.step, "awaits")
+            self._file([final], final=True)
+        await self._settle_baseline()
+        if final is not None and final.status == "pending":
+            return self._awaiting(final.step, "awaits")
         return await self._finish()
+
+    # --- filing ----------------------------------------------------------------------------
+    async def _beside_baseline(self, work: Awaitable[T]) -> T:
+        """`work` (a round), while the baseline's test may still run: step 0 is filed the
+        moment its test is scored (then the rounds held meanwhile), and a failure of either
+        is raised at once."""
+        task = _beside_task(work)
+        test = self._baseline_test
+        while test is not None and not test.done() and not task.done():
+            await asyncio.wait({task, test}, return_when=asyncio.FIRST_COMPLETED)
+        if test is not None and test.done():
+            self._baseline_test = None
+            self._file_baseline(test.result())
+        return await task
+
+    async def _settle_baseline(self) -> None:
+        """Wait for the baseline's test, if it still runs, and file everything held."""
+        if self._baseline_test is not None:
+            test, self._baseline_test = self._baseline_test, None
+            self._file_baseline(await test)
+
+    def _file_baseline(self, test: EvaluationRow | None) -> None:
+        """Step 0, with its test once scored; then the rounds that finished meanwhile."""
+        baseline, self._opening = self._opening, None
+        assert baseline is not None
+        if test is not None:
+            baseline.test_score = test.score
+            baseline.evaluations.append(test)
+        baseline.calls = self._take_calls(0)
+        self.ledger.set_meta(strategy=self.strategy.describe())
+        self.ledger.record_step(baseline)
+        self.events.on_step(baseline, self.strategy.planned_steps())
+        self.events.on_message(f"baseline: validation {baseline.val_score:.3f}" + (
+            f", test {baseline.test_score:.3f}" if baseline.test_score is not None else ""))
+        held, self._held = self._held, []
+        for records, final in held:
+            self._file(records, final=final)
+
+    def _file(self, records: list[StepRecord], *, final: bool = False) -> None:
+        """A round's records in one transaction; held in memory while step 0 waits for its
+        test (a run killed meanwhile replays them, from the cache when it is on)."""
+        if self._opening is not None:
+            self._held.append((records, final))
+            return
+        planned = self.strategy.planned_steps()
+        self.ledger.record_steps(records)
+        for record in records:
+            self.events.on_step(record, planned)
+            self.events.on_message(
+                f"final pick: {record.reason}" if final else
+                f"step {record.step}{f'/{planned}' if planned else ''} epoch "
+                f"{record.epoch + 1}: {record.status} ({record.reason})")
+        self._report_budget()
 
     async def _finish(self) -> RunResult:
         last_step = (self.ledger.last_step() or {"step": 0})["step"]
@@ -270,26 +334,47 @@ class Trainer:
         self.events.on_message(f"baseline: evaluating {len(self.splits.val)} validation and "
                                f"{len(self.splits.test)} test examples")
         CURRENT_STEP.set(0)
-        test = asyncio.ensure_future(self._low_priority_test()) if len(
+        # The test scores a copy of the starting values: the search may change the
+        # pipeline's own while it runs (without clone() it waits for the test instead).
+        clone = getattr(self.pipeline, "clone", None)
+        self._test_pipeline = clone() if clone is not None else self.pipeline
+        test = _beside_task(self._low_priority_test()) if len(
             self.splits.test) else None
+        used = self.context.metric_calls.used
         val = await self.context.evaluate(self.splits.val, "val")  # on failure, the test's
         # calls in flight still finish into the cache (run_sync settles them)
         record = StepRecord(
             step=0, epoch=0, status="baseline", reason="the starting values",
             values=self.context.values(), optimizer_state=self.optimizer.state_dict(),
             val_score=val.score, best_val_score=val.score, evaluations=[val],
-            calls=[] if test else self._take_calls(0),
-            search_state={"metric_calls": self.context.metric_calls.used})
+            # its own count: a first round running beside it spends from the same budget
+            search_state={"metric_calls": used + len(self.splits.val)})
         return record, test
 
-    async def _low_priority_test(self) -> EvaluationRow:
-        with low_priority():
-            return await self.context.evaluate(self.splits.test, "test")
+    async def _open(self, started: asyncio.Future[None], *, beside_search: bool
+                    ) -> tuple[StepRecord, asyncio.Task[EvaluationRow] | None]:
+        """The baseline, then the strategy's `start` (`started` tells a first round running
+        beside it). That round's calls come first: it files its records only once this is
+        done, many dependent calls later, so validation fills the slots the round leaves
+        idle; the test, needed only at the end, comes after both."""
+        try:
+            with low_priority(1) if beside_search else nullcontext():
+                baseline, test = await self._baseline()
+            self.strategy.start(baseline)  # may add its own state (e.g. the seed candidate)
+        except asyncio.CancelledError:
+            started.cancel()
+            raise
+        except BaseException as error:
+            started.set_exception(error)
+            started.exception()  # raised here; a round that awaits it raises it too
+            raise
+        started.set_result(None)
+        return baseline, test
 
-    def _add_test(self, baseline: StepRecord, test: EvaluationRow) -> None:
-        baseline.test_score = test.score
-        baseline.evaluations.append(test)
-        baseline.calls = self._take_calls(0)
+    async def _low_priority_test(self) -> EvaluationRow:
+        with low_priority(2):
+            return await self.context.evaluate(self.splits.test, "test",
+                                               self._test_pipeline)
 
     def _report_budget(self) -> None:
         used = {"metric_calls": self.context.metric_calls.used}
@@ -332,14 +417,22 @@ class Trainer:
                          self.context.metric_calls.used)
 
 
-async def _beside(test: asyncio.Task[EvaluationRow], search: asyncio.Future[Any]
-                  ) -> EvaluationRow:
-    """The baseline's test result, awaited while the search's first round runs. A failure
-    of either is raised at once; the other's calls in flight are left to finish into the
-    cache, as a `gather` leaves them (run_sync settles them before the error surfaces)."""
-    while not test.done():
-        await asyncio.wait({test} if search.done() else {test, search},
+def _beside_task(work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """A task run beside others: when another's failure ends the run first, its own error
+    (often the same one) is not reported again as 'never retrieved'."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return task
+
+
+async def _beside(work: asyncio.Future[T], search: asyncio.Future[Any]) -> T:
+    """The result of `work` (part of the baseline), awaited while the search's first round
+    runs. A failure of either is raised at once; the other's calls in flight are left to
+    finish into the cache, as a `gather` leaves them (run_sync settles them before the
+    error surfaces)."""
+    while not work.done():
+        await asyncio.wait({work} if search.done() else {work, search},
                            return_when=asyncio.FIRST_COMPLETED)
         if search.done() and not search.cancelled() and search.exception() is not None:
             search.result()
-    return test.result()
+    return work.result()

@@ -8,6 +8,7 @@ anywhere resumes exactly.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -22,9 +23,16 @@ class Strategy(ABC):
     def bind(self, ctx: RunContext) -> None:
         self.ctx = ctx
 
+    def begin(self, started: asyncio.Future[None]) -> bool:
+        """A fresh run, before its baseline is scored (`started` resolves once `start` has
+        run, or raises the baseline's error). True lets the trainer run `next_round(1)`
+        beside the baseline's validation, whose calls are reserved from the metric-call
+        budget meanwhile; the round must await `started` before it reads a baseline score."""
+        return False
+
     @abstractmethod
     def start(self, baseline: StepRecord) -> None:
-        """A fresh run: the baseline (step 0) was just recorded."""
+        """A fresh run: the baseline's validation (step 0) was just scored."""
 
     @abstractmethod
     def restore(self, ledger: Ledger) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from textprop.data.dataset import Example
 from textprop.demos import Demo, Demonstrations, decode, encode
+from textprop.engines.limits import low_priority
 from textprop.errors import ConfigError
 from textprop.ledger import CandidateRow, EvaluationRow, Ledger, Revision, StepRecord
 from textprop.optim.tgd import UpdateRecord
@@ -101,6 +102,8 @@ class ParetoStrategy(Strategy):
         self.search_done = False
         self.final_pick: int | None = None
         self._select = selector(self.settings.selection, self.settings.epsilon)
+        self._started: asyncio.Future[None] | None = None  # set when round 1 began early
+        self._prescoring: asyncio.Future[int] | None = None  # the final pick's, begun early
 
     @classmethod
     def from_options(cls, **options: Any) -> ParetoStrategy:
@@ -151,6 +154,20 @@ class ParetoStrategy(Strategy):
         return sum(scores.values()) / max(len(scores), 1)
 
     # --- start, restore ------------------------------------------------------------------
+    def begin(self, started: asyncio.Future[None]) -> bool:
+        """Round 1 may start beside the baseline's validation: its parent is the seed
+        whatever the seed scores, and each proposal runs on its own copy of the pipeline."""
+        if not hasattr(self.ctx.pipeline, "clone"):
+            return False  # the proposals would change the values validation is running
+        self.pool.add(Candidate(0, self.ctx.values(), {}, []))  # scored in `start`
+        self._reserve_holdout()
+        self._started = started
+        return True
+
+    def _reserve_holdout(self) -> None:
+        if not self.ctx.metric_calls.reserve(self._holdout_reserve):
+            self._holdout_reserve = 0
+
     def start(self, baseline: StepRecord) -> None:
         val = next(e.per_example for e in baseline.evaluations if e.split == "val")
         seed = Candidate(0, dict(baseline.values),
@@ -162,8 +179,8 @@ class ParetoStrategy(Strategy):
             id=0, step=0, parents=[], origin="seed", values=dict(baseline.values),
             status="seed", reason="the starting values", val_score=seed.score,
             val_per_example=seed.per_example))
-        if not self.ctx.metric_calls.reserve(self._holdout_reserve):
-            self._holdout_reserve = 0
+        if self._started is None:
+            self._reserve_holdout()
         baseline.search_state = {**baseline.search_state, "holdout": [e.id for e in
                                                                        self.holdout]}
 
@@ -265,6 +282,7 @@ class ParetoStrategy(Strategy):
                     if not slots:
                         self.status = "budget_spent"
                         return []
+        self._prescore_holdout(slots)
         first_phase = [asyncio.ensure_future(self._in_step(
             number, self._merge(number, merge, reserved) if kind == "merge"
             else self._mutate(number, snapshot, rejected, reserved)))
@@ -278,7 +296,50 @@ class ParetoStrategy(Strategy):
         finally:
             for task in first_phase + decisions:
                 task.cancel()
+        if self._started is not None:
+            await self._started  # filing reads the seed's scores (a failure is raised)
         return self._file([p for p, _ in done], [e for _, e in done])
+
+    def _surely_last(self, slots: list[tuple[int, str, int]]) -> bool:
+        """Whether no round can follow this one, however its proposals turn out: all it
+        could give back of the budget (a mutation always runs its parent's minibatch) would
+        still not start another, or the proposals run out."""
+        s = self.settings
+        if s.max_proposals is not None and slots[-1][0] >= s.max_proposals:
+            return True
+        cheapest = min(self._first_phase_cost(k) for k in (
+            ("mutation", "merge") if s.merge else ("mutation",))) + len(self.search_val)
+        give_back = sum(r - len(self._minibatch(number)[1]) if kind == "mutation" else r
+                        for number, kind, r in slots)
+        return self.ctx.metric_calls.remaining + give_back < cheapest
+
+    def _prescore_holdout(self, slots: list[tuple[int, str, int]]) -> None:
+        """In the last round, the candidates sure to stay among the final ones (each
+        proposal adds at most one above them) are scored on the held-back part while it
+        runs, in the slots it leaves idle: the final pick then waits only for the rest."""
+        keep = self.settings.final_candidates - len(slots)
+        sure = [c for c in self.pool.ranked()[:max(keep, 0)] if c.id not in self.holdout_scores]
+        if not (sure and self.holdout and hasattr(self.ctx.pipeline, "clone")
+                and self._surely_last(slots)):
+            return
+        with low_priority(1):  # after the round's own calls (the final step files them)
+            self._prescoring = asyncio.ensure_future(self._in_step(
+                slots[-1][0] + 1, self._score_holdout(sure)))
+        self._prescoring.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _score_holdout(self, candidates: list[Candidate]) -> int:
+        """Score candidates on the held-back part (spent from the budget by `finish`, so
+        the counts filed with the last round do not depend on when this ends)."""
+        ctx = self.ctx
+        if hasattr(ctx.pipeline, "clone"):
+            scored = await asyncio.gather(*(ctx.score_all(
+                self.holdout, self._instance(c.values), counted=False) for c in candidates))
+        else:  # one shared pipeline: one candidate at a time
+            scored = [await ctx.score_all(self.holdout, self._instance(c.values),
+                                          counted=False) for c in candidates]
+        for c, rows in zip(candidates, scored, strict=True):
+            self.holdout_scores[c.id] = {x.example.id: x.score for x in rows}
+        return len(candidates) * len(self.holdout)
 
     @staticmethod
     async def _in_step(step: int, work: Any) -> Any:
@@ -608,17 +669,12 @@ class ParetoStrategy(Strategy):
         self.search_done = True
         ctx = self.ctx
         CURRENT_STEP.set(step)
+        runs = await self._prescoring if self._prescoring is not None else 0
         top = self.pool.ranked()[:self.settings.final_candidates]
         todo = [c for c in top if c.id not in self.holdout_scores]
+        runs += await self._score_holdout(todo)
         ctx.metric_calls.release(self._holdout_reserve)
-        if hasattr(ctx.pipeline, "clone"):
-            scored = await asyncio.gather(*(
-                ctx.score_all(self.holdout, self._instance(c.values)) for c in todo))
-        else:  # one shared pipeline: one candidate at a time
-            scored = [await ctx.score_all(self.holdout, self._instance(c.values))
-                      for c in todo]
-        for c, rows in zip(todo, scored, strict=True):
-            self.holdout_scores[c.id] = {x.example.id: x.score for x in rows}
+        ctx.metric_calls.spend(runs)
         pick = max(top, key=lambda c: (self._full_val(c), c.score, -c.id))
         self.final_pick = pick.id
         summary = [{"id": c.id, "search_val": c.score,
