@@ -148,23 +148,31 @@ def test_optimizer_edit_append_adds_the_writers_instruction_to_the_parents_promp
     assert summary["values"] == candidates[1].values
 
 
+def questions_asked(tmp_path: Path, *, test: list[tuple[int, int]], concurrency: int,
+                    max_proposals: int) -> list[str]:
+    """A search of one proposal a round, no holdout; the questions the server got, in
+    order."""
+    config = write_run_config(
+        tmp_path, engine="openai-compatible:fake@{url}", train=[(i, i + 1) for i in range(8)],
+        val=VAL, test=test, engines={"concurrency": concurrency},
+        run={"name": "search", "dir": str(tmp_path / "runs")},
+        strategy={"kind": "pareto", "minibatch": 2, "holdout": 0, "parallel": 1,
+                  "max_proposals": max_proposals})
+    with TestServer(latency=0.02, reply=server_reply) as server:
+        Path(config).write_text(Path(config).read_text().replace("{url}", server.base_url))
+        assert main(["optimize", config]) == 0
+        return [last_user(r.body) for r in server.requests
+                if r.path.endswith("/chat/completions")]
+
+
 def test_the_first_round_runs_beside_the_baseline_and_the_test_fills_idle_slots(tmp_path):
     """Round 1's parent is the seed whatever it scores, so the round starts beside the
     baseline's validation, whose calls take only the slots the round's calls leave idle
     (it is needed only when the round files its records); the baseline's test, needed only
     at the end, comes after both. One slot here. The ledger is as if each had waited for
     the one before."""
-    config = write_run_config(
-        tmp_path, engine="openai-compatible:fake@{url}", train=[(i, i + 1) for i in range(8)],
-        val=VAL, test=[(9, 9), (1, 1), (5, 5)], engines={"concurrency": 1},
-        run={"name": "search", "dir": str(tmp_path / "runs")},
-        strategy={"kind": "pareto", "minibatch": 2, "holdout": 0, "parallel": 1,
-                  "max_proposals": 1})
-    with TestServer(latency=0.02, reply=server_reply) as server:
-        Path(config).write_text(Path(config).read_text().replace("{url}", server.base_url))
-        assert main(["optimize", config]) == 0
-        asked = [last_user(r.body) for r in server.requests
-                 if r.path.endswith("/chat/completions")]
+    asked = questions_asked(tmp_path, test=[(9, 9), (1, 1), (5, 5)], concurrency=1,
+                            max_proposals=1)
 
     test_questions = {"What is 9 + 9?", "What is 1 + 1?", "What is 5 + 5?"}
     train_questions = {f"What is {i} + {i + 1}?" for i in range(8)}
@@ -213,17 +221,7 @@ def test_the_search_goes_on_while_the_baselines_test_runs_and_step_0_is_filed_fi
     is filed, with its test, the moment the test is scored, and the rounds that finished
     meanwhile after it, in order."""
     test = [(i, i) for i in range(10, 50)]
-    config = write_run_config(
-        tmp_path, engine="openai-compatible:fake@{url}", train=[(i, i + 1) for i in range(8)],
-        val=VAL, test=test, engines={"concurrency": 2},
-        run={"name": "search", "dir": str(tmp_path / "runs")},
-        strategy={"kind": "pareto", "minibatch": 2, "holdout": 0, "parallel": 1,
-                  "max_proposals": 3})
-    with TestServer(latency=0.02, reply=server_reply) as server:
-        Path(config).write_text(Path(config).read_text().replace("{url}", server.base_url))
-        assert main(["optimize", config]) == 0
-        asked = [last_user(r.body) for r in server.requests
-                 if r.path.endswith("/chat/completions")]
+    asked = questions_asked(tmp_path, test=test, concurrency=2, max_proposals=3)
 
     ledger = Ledger.in_run(next((tmp_path / "runs").iterdir()))
     steps = ledger.steps()
