@@ -272,3 +272,23 @@ def test_the_last_round_scores_the_sure_final_candidates_on_the_holdout_while_it
     # counted once, by the final pick: 4 baseline + 2 x (2 + 2 minibatch) + 3 validation
     # of candidate 1 + 1 held back
     assert steps[-1]["search_state"]["metric_calls"] == 4 + 2 + 2 + 3 + 2 + 1
+
+
+def test_a_one_round_search_begun_beside_the_baseline_scores_the_seeds_holdout_once(
+        tmp_path):
+    """Round 1 is then both the first and the last: the seed is surely a final candidate,
+    but its held-back scores are the baseline's, not scored again."""
+    with TestServer(latency=0.05, reply=server_reply) as server:
+        config = pareto_config(tmp_path, server.base_url, max_proposals=1, parallel=1,
+                               final_candidates=3)
+        assert main(["optimize", str(config)]) == 0
+        bodies = [r.body for r in server.requests if r.path.endswith("/chat/completions")]
+
+    ledger = Ledger.in_run(next((tmp_path / "runs").iterdir()))
+    [held] = ledger.step(0)["search_state"]["holdout"]
+    a, b = VAL[int(held.removeprefix("val-"))]
+    start = ledger.step(0)["values"]["system_prompt"]
+    assert sum(last_user(body) == f"What is {a} + {b}?" and system_of(body) == start
+               for body in bodies) == 1
+    # 4 baseline + 2 + 2 minibatch + 3 validation of candidate 1 + its 1 held back
+    assert ledger.steps()[-1]["search_state"]["metric_calls"] == 4 + 2 + 2 + 3 + 1

@@ -318,7 +318,8 @@ class ParetoStrategy(Strategy):
         proposal adds at most one above them) are scored on the held-back part while it
         runs, in the slots it leaves idle: the final pick then waits only for the rest."""
         keep = self.settings.final_candidates - len(slots)
-        sure = [c for c in self.pool.ranked()[:max(keep, 0)] if c.id not in self.holdout_scores]
+        sure = [c for c in self.pool.ranked()[:max(keep, 0)]  # the seed's: the baseline's
+                if c.id != 0 and c.id not in self.holdout_scores]
         if not (sure and self.holdout and hasattr(self.ctx.pipeline, "clone")
                 and self._surely_last(slots)):
             return
