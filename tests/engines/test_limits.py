@@ -206,3 +206,23 @@ def test_a_rate_limit_spaces_out_the_starts():
 def test_the_limit_must_be_positive():
     with pytest.raises(ConfigError, match="max_in_flight"):
         ConcurrencyLimit(ScriptedEngine(), 0)
+
+
+def test_a_low_priority_call_leaves_a_free_slot_to_a_call_started_in_the_same_turn():
+    """Started first, it still yields: a search started beside its baseline's scoring gets
+    the first slots although the scoring's calls reached the limit a moment earlier."""
+    inner = tracked(latency_s=0.02)
+    limited = ConcurrencyLimit(inner, 1)
+
+    async def low():
+        with low_priority():
+            return await limited.acomplete(Request.chat("low"))
+
+    async def main():
+        first = asyncio.create_task(low())
+        second = asyncio.create_task(limited.acomplete(Request.chat("normal")))
+        await asyncio.gather(first, second)
+        assert limited.slots.idle
+
+    asyncio.run(main())
+    assert inner.inner.prompts() == ["normal", "low"]

@@ -77,13 +77,17 @@ class Slots:
         with self._lock:
             return self._used == 0 and not self._waiting()
 
-    def _waiting(self) -> deque[threading.Event | _AsyncWaiter] | None:
-        """The queue of the lowest rank anyone waits in; call with the lock held."""
-        return next((self._queues[r] for r in sorted(self._queues) if self._queues[r]), None)
+    def _waiting(self, upto: float = float("inf")
+                 ) -> deque[threading.Event | _AsyncWaiter] | None:
+        """The queue of the lowest rank (at most `upto`) anyone waits in; call with the
+        lock held."""
+        return next((self._queues[r] for r in sorted(self._queues)
+                     if r <= upto and self._queues[r]), None)
 
-    def _take_free(self) -> bool:
-        """Take a slot if one is free and nobody waits; call with the lock held."""
-        if self._used < self.size and not self._waiting():
+    def _take_free(self, rank: int) -> bool:
+        """Take a slot if one is free and nobody of this rank or a lower one waits; call
+        with the lock held."""
+        if self._used < self.size and not self._waiting(rank):
             self._used += 1
             return True
         return False
@@ -101,7 +105,7 @@ class Slots:
 
     def acquire(self) -> None:
         with self._lock:
-            if self._take_free():
+            if self._take_free(_RANK.get()):
                 return
             event = threading.Event()
             self._queue(event)
@@ -116,11 +120,17 @@ class Slots:
 
     async def aacquire(self) -> None:
         loop = asyncio.get_running_loop()
+        rank = _RANK.get()
         with self._lock:
-            if self._take_free():
+            if not rank and self._take_free(rank):
                 return
             waiter = _AsyncWaiter(loop)
             self._queue(waiter)
+            if rank and self._used < self.size:
+                # A low-priority call takes a free slot one turn of the loop later, so calls
+                # of lower ranks started in the same turn (e.g. a search started beside its
+                # baseline's scoring) go first.
+                loop.call_soon(self._drain)
         try:
             await waiter.future
         except BaseException:  # cancelled while waiting
@@ -139,6 +149,21 @@ class Slots:
                 self._used -= 1
                 return
             waiter = queue.popleft()  # the slot passes to it; _used stays
+        self._give(waiter)
+
+    def _drain(self) -> None:
+        """Hand the free slots to the waiters, lowest rank first."""
+        while True:
+            with self._lock:
+                queue = self._waiting()
+                if self._used >= self.size or not queue:
+                    return
+                self._used += 1
+                waiter = queue.popleft()
+            self._give(waiter)
+
+    def _give(self, waiter: threading.Event | _AsyncWaiter) -> None:
+        """Wake a waiter that was handed a slot."""
         if isinstance(waiter, threading.Event):
             waiter.set()
             return
