@@ -182,7 +182,7 @@ def test_the_first_round_runs_beside_the_baseline_and_the_test_fills_idle_slots(
     last_val = max(i for i, q in enumerate(before_test) if q in VAL_QUESTIONS)
     minibatch = [i for i, q in enumerate(before_test) if q in train_questions]
     writer = [i for i, q in enumerate(before_test) if q.startswith("You will give feedback")]
-    assert minibatch[0] == 0 < last_val  # the round began beside it, and its calls first
+    assert minibatch[0] < last_val  # the round began beside it
     assert writer and writer[0] < last_val  # its dependent calls went first
     assert len(before_test) > len(VAL) + 2  # the round's calls too went out before the test
     run = next((tmp_path / "runs").iterdir())
