@@ -292,3 +292,30 @@ def test_a_one_round_search_begun_beside_the_baseline_scores_the_seeds_holdout_o
                for body in bodies) == 1
     # 4 baseline + 2 + 2 minibatch + 3 validation of candidate 1 + its 1 held back
     assert ledger.steps()[-1]["search_state"]["metric_calls"] == 4 + 2 + 2 + 3 + 1
+
+
+def test_the_final_test_does_not_wait_for_the_baselines(tmp_path):
+    """A short search ends while the baseline's test (lowest priority) still runs: the
+    final pick's test goes out beside it, ahead of it, and both are filed."""
+    test = [(i, i) for i in range(10, 50)]
+    with TestServer(latency=0.02, reply=server_reply) as server:
+        config = Path(write_run_config(
+            tmp_path, engine=f"openai-compatible:fake@{server.base_url}",
+            train=[(i, i + 1) for i in range(8)], val=VAL, test=test,
+            engines={"concurrency": 2}, run={"name": "search", "dir": str(tmp_path / "runs")},
+            strategy={"kind": "pareto", "minibatch": 2, "holdout": 0, "parallel": 1,
+                      "max_proposals": 1}))
+        assert main(["optimize", str(config)]) == 0
+        bodies = [r.body for r in server.requests if r.path.endswith("/chat/completions")]
+
+    ledger = Ledger.in_run(next((tmp_path / "runs").iterdir()))
+    start, final = ledger.step(0)["values"], ledger.meta()["final"]["values"]
+    assert start != final
+    questions = {f"What is {a} + {b}?" for a, b in test}
+    baseline_test = [i for i, b in enumerate(bodies) if last_user(b) in questions
+                     and system_of(b) == start["system_prompt"]]
+    final_test = [i for i, b in enumerate(bodies) if last_user(b) in questions
+                  and system_of(b) == final["system_prompt"]]
+    assert len(baseline_test) == len(final_test) == len(test)
+    assert final_test[0] < baseline_test[-1]
+    assert ledger.step(0)["test_score"] == 0.0 and ledger.meta()["final"]["test_score"] == 1.0

@@ -255,10 +255,10 @@ class Trainer:
         final = await self._beside_baseline(self.strategy.finish(step))
         if final is not None:
             self._file([final], final=True)
-        await self._settle_baseline()
-        if final is not None and final.status == "pending":
-            return self._awaiting(final.step, "awaits")
-        return await self._finish()
+            if final.status == "pending":
+                await self._settle_baseline()
+                return self._awaiting(final.step, "awaits")
+        return await self._finish(final.step if final is not None else step - 1)
 
     # --- filing ----------------------------------------------------------------------------
     async def _beside_baseline(self, work: Awaitable[T]) -> T:
@@ -313,11 +313,11 @@ class Trainer:
                 f"{record.epoch + 1}: {record.status} ({record.reason})")
         self._report_budget()
 
-    async def _finish(self) -> RunResult:
-        last_step = (self.ledger.last_step() or {"step": 0})["step"]
+    async def _finish(self, last_step: int) -> RunResult:
         CURRENT_STEP.set(last_step)  # the final test's calls are filed with the last step
-        final_test = await self.context.evaluate(self.splits.test, "test") if len(
-            self.splits.test) else None
+        final_test = await self._beside_baseline(self.context.evaluate(
+            self.splits.test, "test")) if len(self.splits.test) else None
+        await self._settle_baseline()  # the baseline's test may end after the final one
         status = self.strategy.status
         result = self._result(status, final_test.score if final_test else None, "")
         self.ledger.record_calls(last_step, self._take_calls(last_step))
