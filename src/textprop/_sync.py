@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -72,3 +72,12 @@ async def _settle(before: set[asyncio.Task[Any]]) -> None:
                 task.cancel()
             return
         await asyncio.wait(pending, timeout=deadline - loop.time())
+
+
+def beside(work: Awaitable[T]) -> asyncio.Future[T]:
+    """A task run beside others: when another's failure ends the run first, its own error
+    (often the same one) is not reported again as 'never retrieved' (`_settle` lets it
+    finish)."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return task

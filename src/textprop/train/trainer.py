@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from textprop._sync import run_sync
+from textprop._sync import beside, run_sync
 from textprop.data.dataset import Dataset, Splits
 from textprop.engines.base import Engine
 from textprop.engines.limits import low_priority
@@ -116,7 +116,7 @@ class Trainer:
         # A fresh run's step 0 until it is filed, its test still running beside the search,
         # and the records of rounds that finished meanwhile (filed after it, in order).
         self._opening: StepRecord | None = None
-        self._baseline_test: asyncio.Task[EvaluationRow] | None = None
+        self._baseline_test: asyncio.Future[EvaluationRow] | None = None
         self._held: list[tuple[list[StepRecord], bool]] = []
         self._test_pipeline: Pipeline = pipeline
 
@@ -217,8 +217,8 @@ class Trainer:
             early = (self.context.metric_calls.reserve(len(self.splits.val))
                      and self.strategy.begin(started))
             if early:  # started first, so its first calls go out before validation's
-                first_round = _beside_task(self.strategy.next_round(1))
-            opening = _beside_task(self._open(started, beside_search=early))
+                first_round = beside(self.strategy.next_round(1))
+            opening = beside(self._open(started, beside_search=early))
             if first_round is not None:
                 baseline, test = await _beside(opening, first_round)
             else:
@@ -265,7 +265,7 @@ class Trainer:
         """`work` (a round), while the baseline's test may still run: step 0 is filed the
         moment its test is scored (then the rounds held meanwhile), and a failure of either
         is raised at once."""
-        task = _beside_task(work)
+        task = beside(work)
         test = self._baseline_test
         while test is not None and not test.done() and not task.done():
             await asyncio.wait({task, test}, return_when=asyncio.FIRST_COMPLETED)
@@ -328,7 +328,7 @@ class Trainer:
         self.events.on_run_finished(result)
         return result
 
-    async def _baseline(self) -> tuple[StepRecord, asyncio.Task[EvaluationRow] | None]:
+    async def _baseline(self) -> tuple[StepRecord, asyncio.Future[EvaluationRow] | None]:
         """Step 0 once validation is scored, and the test run still going on beside it: it
         takes only the slots validation (and then the search) leaves idle."""
         self.events.on_message(f"baseline: evaluating {len(self.splits.val)} validation and "
@@ -338,7 +338,7 @@ class Trainer:
         # pipeline's own while it runs (without clone() it waits for the test instead).
         clone = getattr(self.pipeline, "clone", None)
         self._test_pipeline = clone() if clone is not None else self.pipeline
-        test = _beside_task(self._low_priority_test()) if len(
+        test = beside(self._low_priority_test()) if len(
             self.splits.test) else None
         used = self.context.metric_calls.used
         val = await self.context.evaluate(self.splits.val, "val")  # on failure, the test's
@@ -352,7 +352,7 @@ class Trainer:
         return record, test
 
     async def _open(self, started: asyncio.Future[None], *, beside_search: bool
-                    ) -> tuple[StepRecord, asyncio.Task[EvaluationRow] | None]:
+                    ) -> tuple[StepRecord, asyncio.Future[EvaluationRow] | None]:
         """The baseline, then the strategy's `start` (`started` tells a first round running
         beside it). That round's calls come first: it files its records only once this is
         done, many dependent calls later, so validation fills the slots the round leaves
@@ -415,14 +415,6 @@ class Trainer:
                          self.strategy.best_val, final_test, self._values(),
                          (self.ledger.last_step() or {"step": 0})["step"], message,
                          self.context.metric_calls.used)
-
-
-def _beside_task(work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-    """A task run beside others: when another's failure ends the run first, its own error
-    (often the same one) is not reported again as 'never retrieved'."""
-    task = asyncio.ensure_future(work)
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())
-    return task
 
 
 async def _beside(work: asyncio.Future[T], search: asyncio.Future[Any]) -> T:

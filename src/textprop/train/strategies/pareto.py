@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from textprop._sync import beside
 from textprop.data.dataset import Example
 from textprop.demos import Demo, Demonstrations, decode, encode
 from textprop.engines.limits import low_priority
@@ -324,9 +325,8 @@ class ParetoStrategy(Strategy):
                 and self._surely_last(slots)):
             return
         with low_priority(1):  # after the round's own calls (the final step files them)
-            self._prescoring = asyncio.ensure_future(self._in_step(
-                slots[-1][0] + 1, self._score_holdout(sure)))
-        self._prescoring.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._prescoring = beside(self._in_step(slots[-1][0] + 1,
+                                                    self._score_holdout(sure)))
 
     async def _score_holdout(self, candidates: list[Candidate]) -> int:
         """Score candidates on the held-back part (spent from the budget by `finish`, so
