@@ -311,6 +311,7 @@ def test_a_harness_killed_mid_cell_resumes_the_cell_where_it_stopped(tmp_path: P
     assert "2 parts" in b4.table(json.loads(out.read_text()))
 
 
+@needs_bbh
 def test_test_prompts_are_scored_by_the_test_server_and_never_reused_across_its_models(
         tmp_path: Path) -> None:
     data, task_reply, out, argv = tiny_tgd_cell(tmp_path)
