@@ -167,6 +167,73 @@ def test_a_reply_cut_off_at_the_token_limit_is_not_taken_as_the_new_value():
     assert parse_rewrite(forgot_closing_tag, tags).value == "whole prompt"
 
 
+LOOP = ("Count every item. Add the counts. The output should be correct. "
+        "Add the counts. The output should be correct. Add the co")
+
+
+def cut_off(text: str):
+    """A reply cut at max_tokens, raised as the OpenAI-compatible engine raises it."""
+    from textprop.engines.base import Completion, with_parsed
+    from textprop.engines.sdk import Secret, parse_json_reply
+
+    def reply(request):
+        return with_parsed(Completion(text, finish_reason="length"), lambda: parse_json_reply(
+            text, request.json_schema, "length", "local", Secret("")))
+    return reply
+
+
+def test_a_reply_cut_off_in_a_loop_keeps_its_text_up_to_the_first_repeated_sentence():
+    from textprop.engines.base import Completion
+    from textprop.optim.rewrite import LOOP_NOTE, parse_rewrite
+
+    tags = ("<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>")
+    as_json = Completion('{"improved_variable": "' + LOOP.replace("correct", "\\u0063orrect")
+                         [:-1], finish_reason="length")
+    as_tags = Completion("Here it is: <IMPROVED_VARIABLE>" + LOOP, finish_reason="length")
+    for reply in (as_json, as_tags):
+        parsed = parse_rewrite(reply, tags)
+        assert (parsed.value, parsed.note) == (
+            "Count every item. Add the counts. The output should be correct.", LOOP_NOTE)
+    no_loop = Completion('{"improved_variable": "Count every item. Add the co',
+                         finish_reason="length")
+    assert parse_rewrite(no_loop, tags).value is None
+    assert parse_rewrite(no_loop, tags).problem == (
+        "the reply was cut off at the token limit; keep it shorter")
+
+
+def test_a_rewrite_cut_off_in_a_loop_is_used_and_the_record_says_how_it_was_read():
+    variable = prompt_with_feedback("Count every item.", "Say what to do with the counts.")
+    engine = ScriptedEngine(supports_json_schema=True).queue(
+        cut_off('{"improved_variable": "' + LOOP))
+    optimizer = tp.TGD([variable], engine=engine)
+
+    [record] = optimizer.step()
+
+    assert len(engine.requests) == 1
+    assert variable.value == "Count every item. Add the counts. The output should be correct."
+    assert (record.status, record.reason) == (
+        "updated", "the reply ran into a loop and was cut off; kept its text up to the first "
+        "repeat")
+
+
+def test_a_rewrite_cut_off_without_a_loop_is_asked_again_shorter():
+    variable = prompt_with_feedback("Count every item.", "Say what to do with the counts.")
+    engine = ScriptedEngine(supports_json_schema=True).queue(
+        cut_off('{"improved_variable": "Count every item. Then add the co'),
+        {"improved_variable": "Count every item, then add the counts."})
+    optimizer = tp.TGD([variable], engine=engine)
+
+    [record] = optimizer.step()
+
+    assert (variable.value, record.attempts) == ("Count every item, then add the counts.", 2)
+    assert engine.requests[1].messages[2].content == (
+        '{"improved_variable": "Count every item. Then add the co')
+    assert engine.requests[1].messages[3].content == (
+        "Your reply could not be used: the reply was cut off at the token limit; keep it "
+        "shorter. Reply again with the complete improved variable, in exactly the format "
+        "asked for.")
+
+
 def test_structured_engines_are_asked_for_json_and_the_field_becomes_the_value():
     variable = prompt_with_feedback("old", "Be exact.")
     engine = ScriptedEngine(supports_json_schema=True).queue({"improved_variable": "new"})

@@ -250,12 +250,13 @@ class TextualGradientDescent(Optimizer):
         request = self.update_request(name, failures, sample, tried)
         problem, from_failures = "", False
         for attempt in range(1, self.max_parse_retries + 2):
-            value, reply_text, problem = await self._attempt(request, variable.value, tried,
-                                                             feedback)
+            value, reply_text, problem, note = await self._attempt(
+                request, variable.value, tried, feedback)
             if value is not None:
+                reasons = ["asked again from the failures alone"] if from_failures else []
                 return UpdateRecord(**record, after=value, status="updated",
-                                    reason="asked again from the failures alone"
-                                    if from_failures else "", attempts=attempt)
+                                    reason="; ".join([*reasons, *filter(None, [note])]),
+                                    attempts=attempt)
             if self.edit == "append" and failures and problem in ANEW:
                 # A reply that only echoes text from its own prompt (the feedback, a version
                 # already tried, the value) is asked again from the failures alone, with
@@ -294,24 +295,28 @@ class TextualGradientDescent(Optimizer):
                             attempts=self.max_parse_retries + 1)
 
     async def _attempt(self, request: Request, current: str, tried: Sequence[str] = (),
-                       feedback: str = "") -> tuple[str | None, str, str]:
-        """One rewrite request: (the new value or None, the reply text, why not usable)."""
+                       feedback: str = "") -> tuple[str | None, str, str, str]:
+        """One rewrite request: (the new value or None, the reply text, why not usable, how
+        the value was read when the reply was imperfect)."""
         try:
             completion = await self.engine.acomplete(request)
         except EngineReplyError as error:  # e.g. a schema reply that is not JSON
-            return None, error.reply_text or "", str(error)
+            if error.completion is None or error.completion.finish_reason != "length":
+                return None, error.reply_text or "", str(error), ""
+            completion = error.completion  # cut off: `parse_rewrite` may still read it
         parsed = parse_rewrite(completion, self.tags, self._reply_key)
+        text = completion.text
         if parsed.value is None:
-            return None, completion.text, parsed.problem
+            return None, text, parsed.problem, ""
         if parsed.value == current or (self.edit == "append"
                                        and restates(parsed.value, current)):
-            return None, completion.text, UNCHANGED
+            return None, text, UNCHANGED, ""
         if self.edit == "append" and copies(parsed.value, feedback):
-            return None, completion.text, COPIED
+            return None, text, COPIED, ""
         value = self._apply_edit(current, parsed.value)
         if value in tried:
-            return None, completion.text, REPEATED
-        return value, completion.text, ""
+            return None, text, REPEATED, ""
+        return value, text, "", parsed.note
 
     # --- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
