@@ -11,7 +11,7 @@ import pytest
 
 from textprop.data.dataset import Dataset, Example, Splits
 from textprop.engines.scripted import ScriptedEngine
-from textprop.errors import ConfigError
+from textprop.errors import ConfigError, EngineError
 from textprop.ledger import Ledger
 from textprop.metrics import get_metric
 from textprop.optim import TGD
@@ -444,3 +444,76 @@ def test_a_pipeline_without_clone_is_searched_one_candidate_at_a_time(tmp_path):
     assert not (tmp_path / "run").exists()
     result = trainer(parallel=1).run()
     assert result.values == {"plan": LISTED, "answer": SUM_ONLY}
+
+
+# --- parents with nothing more to give ------------------------------------------------------
+def echoing_engine(fail_at: int | None = None) -> ScriptedEngine:
+    """The writer turns "Answer." into "Answer carefully." (which answers 4 to everything),
+    and has nothing to add to that or to the plan: it sends them back unchanged. With
+    `fail_at`, its answer rewrite number `fail_at` fails (the run stops there)."""
+    engine = ScriptedEngine()
+    asked = []
+
+    def answer_rewrite(request):
+        asked.append(request)
+        if len(asked) == fail_at:
+            raise EngineError("the writer's server went away", provider="scripted")
+        return "<IMPROVED_VARIABLE>Answer carefully.</IMPROVED_VARIABLE>"
+    engine.on(lambda r: r.role == "optimizer" and "planning step</ROLE>" in r.messages[1].content,
+              "<IMPROVED_VARIABLE>Make a plan.</IMPROVED_VARIABLE>")
+    engine.on(lambda r: r.role == "optimizer" and "<VARIABLE> Answer. </VARIABLE>"
+              in r.messages[1].content, answer_rewrite)
+    engine.on(lambda r: r.role == "optimizer",
+              "<IMPROVED_VARIABLE>Answer carefully.</IMPROVED_VARIABLE>")
+    engine.on(lambda r: r.role == "backward", "Say the sum as a number.")
+    engine.on(lambda r: r.system_prompt == "Answer carefully.", "4")
+    engine.on(lambda r: r.system_prompt == "Make a plan.", "Plan: think.")
+    engine.on(lambda r: r.role == "forward", "I do not know.")
+    return engine
+
+
+ECHO_RUN = dict(train=[(2, 2), (1, 2), (5, 6), (7, 8)], val=[(2, 2), (1, 1)], minibatch=2,
+                components="all", parallel=1, holdout=0, selection="current_best",
+                gate="non_decrease", max_proposals=5)
+
+
+def parents_and_left_out(run_dir: Path) -> list[tuple[int, list[int]]]:
+    return [(s["search_state"]["parent"], s["search_state"].get("left_out", []))
+            for s in Ledger.in_run(run_dir).steps() if "parent" in s["search_state"]]
+
+
+def test_a_parent_that_proposed_nothing_new_twice_is_not_picked_while_another_can_be(tmp_path):
+    trainer, run_dir = two_step_run(tmp_path, echoing_engine(), **ECHO_RUN)
+
+    trainer.run()
+
+    # candidate 1 ("Answer carefully.") is the best; the writer sends it back unchanged at
+    # steps 2 and 3, so steps 4 and 5 start from the seed, whose rewrite is candidate 1 again
+    assert parents_and_left_out(run_dir) == [(0, []), (1, []), (1, []), (0, [1]), (0, [1])]
+    assert [c.status for c in Ledger.in_run(run_dir).candidates()] == [
+        "seed", "accepted", "unchanged", "unchanged", "duplicate", "duplicate"]
+    # with both left out, the rule gives way: every candidate may be picked again
+    trainer, run_dir = two_step_run(tmp_path / "six", echoing_engine(),
+                                    **{**ECHO_RUN, "max_proposals": 6})
+    trainer.run()
+    assert parents_and_left_out(run_dir)[-1] == (1, [])
+
+
+def test_max_fruitless_zero_keeps_picking_the_best_parent(tmp_path):
+    trainer, run_dir = two_step_run(tmp_path, echoing_engine(), **ECHO_RUN, max_fruitless=0)
+
+    trainer.run()
+
+    assert parents_and_left_out(run_dir) == [(0, []), (1, []), (1, []), (1, []), (1, [])]
+
+
+def test_a_resumed_search_remembers_which_parents_proposed_nothing(tmp_path):
+    trainer, run_dir = two_step_run(tmp_path, echoing_engine(fail_at=2), **ECHO_RUN)
+    with pytest.raises(EngineError, match="went away"):
+        trainer.run()  # the seed's second answer rewrite (step 4) fails
+    assert len(parents_and_left_out(run_dir)) == 3
+
+    resumed, _ = two_step_run(tmp_path, echoing_engine(), **ECHO_RUN)
+    resumed.run(resume=True)
+
+    assert parents_and_left_out(run_dir) == [(0, []), (1, []), (1, []), (0, [1]), (0, [1])]

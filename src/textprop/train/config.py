@@ -192,6 +192,9 @@ class StrategySection(_Section):
     max_failures: int = Field(5, ge=0, le=100)
     # rewrites of the parent that failed the gate, shown to the writer; 0: off
     max_tried: int = Field(3, ge=0, le=100)
+    # a parent whose last this many mutations of the same prompts proposed nothing new is
+    # not picked for them again while another candidate can be; 0: off
+    max_fruitless: int = Field(2, ge=0, le=1000)
     demos: int = Field(0, ge=0, le=64)  # demonstrations per prompt; 0: off
     max_demo_tokens: int | None = Field(1000, ge=1)
     # a training field with a worked answer (GSM8K: answer), or "target": the label itself
