@@ -580,7 +580,7 @@ def start_part(work: Path, framework: str) -> list[dict[str, Any]]:
     parts_file = work / "parts.json"
     work.mkdir(parents=True, exist_ok=True)
     parts = json.loads(parts_file.read_text()) if parts_file.exists() else []
-    parts.append({"started": time.time()})
+    parts.append({"started": time.time(), "commit": _commit()})  # the code this part ran
     parts_file.write_text(json.dumps(parts))
     return parts
 
@@ -607,7 +607,8 @@ def run_cell(task: str, framework: str, seed: int, data: dict, args, servers: di
                                               for c in read_log(log)])
     cell: dict[str, Any] = {"task": task, "framework": framework, "seed": seed,
                             "budget": args.max_metric_calls, "work_dir": str(work),
-                            "parts": len(parts)}
+                            "parts": len(parts),
+                            "commits": [p.get("commit") for p in parts]}
     rusage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     server_cpu0 = {k: proc_cpu_s(v) for k, v in servers["pids"].items()}
@@ -933,6 +934,9 @@ def table(results: dict, budget: int | None = None, platform: str | None = None)
             status = f"{c['status']}: {str(c.get('error'))[:120]}"
         if c.get("parts", 1) > 1:  # cut off and resumed: CPU counts the last part only
             status += f" ({c['parts']} parts, CPU of the last)"
+            known = list(dict.fromkeys(x for x in c.get("commits", []) if x))
+            if len(known) > 1:  # the code changed between parts
+                status += f" (code {' then '.join(known)})"
         lines.append(
             f"| {c['task']} | {c['framework']} | {c['seed']} | {status} | {test} | {val} | "
             f"{c.get('metric_calls') if c.get('metric_calls') is not None else '-'} | {roles} | "

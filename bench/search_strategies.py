@@ -108,6 +108,8 @@ ROLES = {
                "is reused for every expression",
 }
 
+# B5's cells were measured before max_tried (daf5b01) and max_fruitless: both pinned off,
+# so the cells rerun as measured.
 PARETO = """
 [strategy]
 kind = "pareto"
@@ -117,6 +119,7 @@ parallel = 2
 holdout = 0.25
 final_candidates = 3
 max_tried = 0
+max_fruitless = 0
 """
 
 STRATEGIES = {

@@ -209,6 +209,7 @@ def test_a_cut_off_cell_keeps_its_parts_and_its_work_folder(tmp_path: Path) -> N
     (work / "gepa_run").mkdir()
     second = b4.start_part(work, "gepa")
     assert len(second) == 2 and second[0] == first[0] and (work / "gepa_run").is_dir()
+    assert second[1]["commit"] == b4._commit()  # the code each part ran, for the table
     # a part cut off ran from its start to the end of its last logged call
     parts, calls = [{"started": 100.0}, {"started": 200.0}], [{"t": 105}, {"t": 140}, {"t": 201}]
     assert b4.earlier_parts_wall(parts, calls) == 40
@@ -309,6 +310,10 @@ def test_a_harness_killed_mid_cell_resumes_the_cell_where_it_stopped(tmp_path: P
     assert cell["usage_by_role"]["task"]["calls"] == len(b4.read_log(work / "calls-task.jsonl"))
     assert cell["usage_by_role"]["task"]["calls"] > paid_first > 0
     assert "2 parts" in b4.table(json.loads(out.read_text()))
+    assert cell["commits"] == [b4._commit()] * 2  # the code of each part
+    results = json.loads(out.read_text())
+    results["cells"]["object_counting/pareto/seed0/mmc40"]["commits"] = ["abc1234", "def5678"]
+    assert "(code abc1234 then def5678)" in b4.table(results)
 
 
 @needs_bbh
