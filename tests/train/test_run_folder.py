@@ -8,6 +8,7 @@ against the OpenAI-compatible test server, which counts every request actually s
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -42,7 +43,15 @@ def error_lines(err: str) -> list[str]:
 
 # --- item 1: one process per run folder -----------------------------------------------------
 def test_a_second_process_on_a_run_folder_in_use_stops_at_once_naming_the_holder(tmp_path):
-    with TestServer(latency=0.25, reply=server_reply) as server:
+    second_ended = threading.Event()
+
+    def held_reply(body: dict) -> str:
+        # The first run's replies wait for the second process to end, so the first still
+        # holds the folder however slowly the second starts (it did not on a loaded machine).
+        second_ended.wait(timeout=120)
+        return server_reply(body)
+
+    with TestServer(latency=0.25, reply=held_reply) as server:
         config = small_config(tmp_path, f"openai-compatible:fake@{server.base_url}")
         run_dir = tmp_path / "run"
         first = cli_process("optimize", config, "--run-dir", run_dir, "--json")
@@ -52,6 +61,7 @@ def test_a_second_process_on_a_run_folder_in_use_stops_at_once_naming_the_holder
         sent_before_second = len(chat_requests(server))
         second = cli_process("optimize", config, "--run-dir", run_dir, "--resume", "--json")
         _, second_err = second.communicate(timeout=60)
+        second_ended.set()
         sent_while_second_ran = len(chat_requests(server))
         first_was_running = first.poll() is None
         first_out, first_err = first.communicate(timeout=60)
