@@ -492,6 +492,9 @@ def test_a_parent_that_proposed_nothing_new_twice_is_not_picked_while_another_ca
     assert parents_and_left_out(run_dir) == [(0, []), (1, []), (1, []), (0, [1]), (0, [1])]
     assert [c.status for c in Ledger.in_run(run_dir).candidates()] == [
         "seed", "accepted", "unchanged", "unchanged", "duplicate", "duplicate"]
+    assert Ledger.in_run(run_dir).step(4)["reason"] == (  # what `textprop history` shows
+        "from candidate 0: no new values were proposed; not picked as parent: candidate 1 "
+        "(nothing new in the last 2 mutations)")
     # with both left out, the rule gives way: every candidate may be picked again
     trainer, run_dir = two_step_run(tmp_path / "six", echoing_engine(),
                                     **{**ECHO_RUN, "max_proposals": 6})

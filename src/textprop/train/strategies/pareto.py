@@ -683,6 +683,11 @@ class ParetoStrategy(Strategy):
                 self._note_fruit(record.search_state["parent"],
                                  record.search_state["components"],
                                  [row.status for row in proposal.children])
+            if left_out := record.search_state.get("left_out"):
+                record.reason = "; ".join(filter(None, [
+                    record.reason, f"not picked as parent: candidate"
+                    f"{'s' if len(left_out) > 1 else ''} {', '.join(map(str, left_out))} "
+                    f"(nothing new in the last {self.settings.max_fruitless} mutations)"]))
             if "merge" in record.search_state:
                 self.merges += 1
                 self.tried_merges.add(tuple(record.search_state["merge"]))
