@@ -184,7 +184,7 @@ def cut_off(text: str):
 
 def test_a_reply_cut_off_in_a_loop_keeps_its_text_up_to_the_first_repeated_sentence():
     from textprop.engines.base import Completion
-    from textprop.optim.rewrite import LOOP_NOTE, parse_rewrite
+    from textprop.optim.rewrite import LOOP_NOTE, Parsed, parse_rewrite
 
     tags = ("<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>")
     as_json = Completion('{"improved_variable": "' + LOOP.replace("correct", "\\u0063orrect")
@@ -194,6 +194,13 @@ def test_a_reply_cut_off_in_a_loop_keeps_its_text_up_to_the_first_repeated_sente
         parsed = parse_rewrite(reply, tags)
         assert (parsed.value, parsed.note) == (
             "Count every item. Add the counts. The output should be correct.", LOOP_NOTE)
+    # cut after a whole value: the chatter that followed it is what ran to the limit
+    after_json = Completion('{"improved_variable": "Count every item.", "note": "I chan',
+                            finish_reason="length")
+    after_tags = Completion("<IMPROVED_VARIABLE>Count every item.</IMPROVED_VARIABLE> I cha",
+                            finish_reason="length")
+    for reply in (after_json, after_tags):
+        assert parse_rewrite(reply, tags) == Parsed("Count every item.")
     no_loop = Completion('{"improved_variable": "Count every item. Add the co',
                          finish_reason="length")
     assert parse_rewrite(no_loop, tags).value is None

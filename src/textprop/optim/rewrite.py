@@ -73,17 +73,22 @@ _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
 
 
 def _salvage_loop(text: str, tags: tuple[str, str], key: str) -> Parsed:
-    """The text of a reply cut off at the token limit, when the cut came from a loop.
+    """The text of a reply cut off at the token limit: whole when the cut came after it,
+    or up to its first repeated sentence when the cut came from a loop.
 
     The 1.5B writer, rewriting a 40-token prompt, often writes the prompt and one or two
     new sentences, then repeats those sentences until the token limit (6 of tgd's 15 steps
     in B4's object_counting seed 1). What it wrote before the first repeat is a whole
     rewrite; a reply cut off without repeating itself stays unusable: its end is missing."""
-    partial = _partial_json_string(text, key)
+    partial, whole = _cut_json_string(text, key)
     if partial is None and tags[0] in text:
         partial = text.split(tags[0], 1)[1]
-    if partial is None:
+        whole = tags[1] in partial
+        partial = partial.split(tags[1], 1)[0]
+    if partial is None or not partial.strip():
         return Parsed(None, CUT_OFF)
+    if whole:
+        return Parsed(partial.strip())
     seen: set[str] = set()
     for sentence in _SENTENCE.finditer(partial):
         words = " ".join(sentence.group().lower().split())
@@ -95,19 +100,20 @@ def _salvage_loop(text: str, tags: tuple[str, str], key: str) -> Parsed:
     return Parsed(None, CUT_OFF)
 
 
-def _partial_json_string(text: str, key: str) -> str | None:
-    """The decoded start of the string under `key` in JSON cut off inside that string."""
+def _cut_json_string(text: str, key: str) -> tuple[str | None, bool]:
+    """The decoded string under `key` in JSON cut off somewhere, and whether it is whole
+    (the cut came after it) rather than its start."""
     opening = re.search(r'"' + re.escape(key) + r'"\s*:\s*"', text)
     if opening is None:
-        return None
-    try:  # the string itself was whole; the cut came after it
-        return json.decoder.scanstring(text, opening.end())[0]
+        return None, False
+    try:
+        return json.decoder.scanstring(text, opening.end())[0], True
     except ValueError:
         pass
     rest = text[opening.end():]
     for trim in range(min(6, len(rest)) + 1):  # an escape such as \u00e9 may be cut short
         try:
-            return json.loads(f'"{rest[:len(rest) - trim]}"')
+            return json.loads(f'"{rest[:len(rest) - trim]}"'), False
         except ValueError:
             continue
-    return None
+    return None, False
