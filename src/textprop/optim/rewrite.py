@@ -31,7 +31,7 @@ def parse_rewrite(completion: Completion, tags: tuple[str, str],
                   key: str = REWRITE_KEY) -> Parsed:
     """The text under `key` from a JSON reply, or between `tags`, whichever is present."""
     if completion.finish_reason == "length":
-        return _salvage_loop(completion.text, tags, key)
+        return _read_cut_off(completion.text, tags, key)
     value = _from_json(completion, key)
     if value is None:
         value = _from_tags(completion.text, tags)
@@ -72,7 +72,7 @@ LOOP_NOTE = "the reply ran into a loop and was cut off; kept its text up to the 
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
 
 
-def _salvage_loop(text: str, tags: tuple[str, str], key: str) -> Parsed:
+def _read_cut_off(text: str, tags: tuple[str, str], key: str) -> Parsed:
     """The text of a reply cut off at the token limit: whole when the cut came after it,
     or up to its first repeated sentence when the cut came from a loop.
 
@@ -81,10 +81,8 @@ def _salvage_loop(text: str, tags: tuple[str, str], key: str) -> Parsed:
     in B4's object_counting seed 1). What it wrote before the first repeat is a whole
     rewrite; a reply cut off without repeating itself stays unusable: its end is missing."""
     partial, whole = _cut_json_string(text, key)
-    if partial is None and tags[0] in text:
-        partial = text.split(tags[0], 1)[1]
-        whole = tags[1] in partial
-        partial = partial.split(tags[1], 1)[0]
+    if partial is None and (partial := _from_tags(text, tags)) is not None:
+        whole = tags[1] in text.split(tags[0], 1)[1]
     if partial is None or not partial.strip():
         return Parsed(None, CUT_OFF)
     if whole:

@@ -253,10 +253,9 @@ class TextualGradientDescent(Optimizer):
             value, reply_text, problem, note = await self._attempt(
                 request, variable.value, tried, feedback)
             if value is not None:
-                reasons = ["asked again from the failures alone"] if from_failures else []
+                how = ("asked again from the failures alone" if from_failures else "", note)
                 return UpdateRecord(**record, after=value, status="updated",
-                                    reason="; ".join([*reasons, *filter(None, [note])]),
-                                    attempts=attempt)
+                                    reason="; ".join(filter(None, how)), attempts=attempt)
             if self.edit == "append" and failures and problem in ANEW:
                 # A reply that only echoes text from its own prompt (the feedback, a version
                 # already tried, the value) is asked again from the failures alone, with

@@ -402,9 +402,8 @@ class ParetoStrategy(Strategy):
         unchanged 9 times in 9 picks (seed 1) and another 8 in 8 (seed 0), each pick paying
         its minibatch run; a third of the proposals made nothing."""
         limit = self.settings.max_fruitless
-        out = [i for i in pool.members
-               if limit and self.fruitless.get((i, tuple(names)), 0) >= limit]
-        if not out or len(out) == len(pool):
+        out = [i for i in pool.members if self.fruitless.get((i, tuple(names)), 0) >= limit]
+        if not limit or not out or len(out) == len(pool):
             return pool, []
         return Pool(c for i, c in pool.members.items() if i not in out), sorted(out)
 
