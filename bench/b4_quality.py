@@ -434,19 +434,33 @@ def run_textprop(framework, data, args, seed, task_url, writer_url, models, work
     steps, meta = ledger.steps(), ledger.meta()
     final = meta.get("final") or {}
     values = final.get("values") or {}
-    prompt = values.get("system_prompt")
+    prompt = sent_prompt(values)
     if prompt is None:
         return None, out_info | {"error": "the ledger has no final system prompt"}
-    if values.get("demonstrations"):  # pareto-demos: the system message textprop sends
-        from textprop.demos import decode, in_system_prompt
-
-        prompt = in_system_prompt(prompt, decode(values["demonstrations"]))
+    # pareto keeps the start when its best candidate's lead is within noise: that candidate
+    # is scored on test too, so the table shows what the rule cost or saved
+    evidence = (steps[-1].get("search_state") or {}).get("final", {}).get("evidence")
+    if evidence:
+        out_info["final_evidence"] = evidence
+        if evidence["kept_start"]:
+            [best] = [c for c in ledger.candidates() if c.id == evidence["candidate"]]
+            out_info["unguarded_prompt"] = sent_prompt(best.values)
     out_info |= {"baseline_val": steps[0]["val_score"], "best_val": final.get("best_val_score"),
                  "metric_calls": final.get("metric_calls"), "steps": len(steps) - 1,
                  "accepted": sum(s["status"] == "accepted" for s in steps),
                  "candidates": len(ledger.candidates()), "status": meta.get("status"),
                  "ledger_usage_by_role": ledger.usage_by_role()}
     return prompt, out_info
+
+
+def sent_prompt(values: dict[str, str]) -> str | None:
+    """The system message textprop sends for these values (pareto-demos: with the pairs)."""
+    prompt = values.get("system_prompt")
+    if prompt is not None and values.get("demonstrations"):
+        from textprop.demos import decode, in_system_prompt
+
+        prompt = in_system_prompt(prompt, decode(values["demonstrations"]))
+    return prompt
 
 
 def run_gepa(framework, data, args, seed, task_url, writer_url, models, work: Path):
@@ -625,6 +639,7 @@ def run_cell(task: str, framework: str, seed: int, data: dict, args, servers: di
             info = {"error": f"harness: {type(error).__name__}: {error}"}
     optimize_wall = time.perf_counter() - wall0 + earlier_wall
     rusage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    unguarded = info.pop("unguarded_prompt", None)
     cell |= {"framework_info": {k: v for k, v in info.items() if k != "error"},
              "usage": {"task": task_proxy.summary(), "writer": writer_proxy.summary()},
              "usage_by_role": by_role(task_proxy.summary(), writer_proxy.summary()),
@@ -647,6 +662,10 @@ def run_cell(task: str, framework: str, seed: int, data: dict, args, servers: di
                      "test_platform": servers.get("test_platform"),
                      "test_eval": {"shared": test.get("shared", False), **test["usage"],
                                    "wall_s": test["wall_s"]}}
+            if unguarded is not None:
+                other = test_eval(task, unguarded, data, args, servers, results_path)
+                cell |= {"unguarded_prompt": unguarded, "unguarded_test": other["score"],
+                         "unguarded_test_per_example": other["per_example"]}
         except Exception as error:
             cell |= {"status": "failed", "error": f"test evaluation: {type(error).__name__}: "
                                                   f"{error}"}
@@ -925,6 +944,8 @@ def table(results: dict, budget: int | None = None, platform: str | None = None)
         servers = sum(v or 0 for v in (c.get("cpu_servers_s") or {}).values())
         if c["status"] == "ok":
             test = f"{c['start_test']:.3f} -> {c['final_test']:.3f} ({c['test_n']})"
+            if c.get("unguarded_test") is not None:  # pareto kept the start
+                test += f"; start kept, its best candidate: {c['unguarded_test']:.3f}"
             val = (f"{c['baseline_val']:.3f} -> {c['best_val']:.3f}"
                    if c.get("baseline_val") is not None and c.get("best_val") is not None
                    else "-")

@@ -108,8 +108,8 @@ ROLES = {
                "is reused for every expression",
 }
 
-# B5's cells were measured before max_tried (daf5b01) and max_fruitless: both pinned off,
-# so the cells rerun as measured.
+# B5's cells were measured before max_tried (daf5b01), max_fruitless and
+# final_significance: all pinned off, so the cells rerun as measured.
 PARETO = """
 [strategy]
 kind = "pareto"
@@ -120,6 +120,7 @@ holdout = 0.25
 final_candidates = 3
 max_tried = 0
 max_fruitless = 0
+final_significance = 1
 """
 
 STRATEGIES = {

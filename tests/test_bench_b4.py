@@ -124,6 +124,14 @@ def test_smoke_runs_every_framework_and_resumes(tmp_path: Path, server: str) -> 
     # whole-text rewrites replace the prompt
     appended = results["cells"]["object_counting/pareto/seed0/mmc40"]["final_prompt"]
     assert appended.startswith(f"{b4.BBH_PROMPT}\nRevision ")
+    # pareto-rewrite's best candidate led the start 1 to 0 on validation: within noise, so
+    # the start stays, and that candidate is scored on test beside it
+    kept = results["cells"]["object_counting/pareto-rewrite/seed0/mmc40"]
+    assert kept["framework_info"]["final_evidence"]["kept_start"] is True
+    assert kept["final_prompt"] == b4.BBH_PROMPT
+    assert kept["final_test"] == results["starts"]["object_counting"]["score"]
+    assert kept["unguarded_prompt"] != b4.BBH_PROMPT and kept["unguarded_test"] == 1.0
+    assert "start kept, its best candidate: 1.000" in b4.table(results)
 
 
 def test_start_server_waits_for_the_model_list(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from textprop.metrics import get_metric
 from textprop.optim import TGD
 from textprop.prompts import render
 from textprop.train.strategies import ParetoSettings, ParetoStrategy
+from textprop.train.strategies.evidence import paired_lead
 from textprop.train.strategies.merge import combine, find_merge
 from textprop.train.strategies.pool import Candidate, Pool
 from textprop.train.strategies.selection import current_best, epsilon_greedy, pareto
@@ -189,9 +190,11 @@ Send ONLY the improved variable between the <IMPROVED_VARIABLE> tags, and nothin
 
 def test_one_mutation_of_a_two_step_pipeline_sends_feedback_to_both_prompts(tmp_path):
     engine = arithmetic_engine()
+    # two validation examples are too few to show a lead beyond noise: take the best
     trainer, run_dir = two_step_run(tmp_path, engine, train=[(1, 2), (3, 4), (5, 6)],
                                     val=[(2, 2), (4, 4)], minibatch=2, components="all",
-                                    parallel=1, max_proposals=1, holdout=0)
+                                    parallel=1, max_proposals=1, holdout=0,
+                                    final_significance=1)
 
     result = trainer.run()
 
@@ -357,13 +360,59 @@ def test_the_final_pick_is_rescored_on_validation_the_search_never_saw(tmp_path)
     assert "2 of them held back from the search" in final["reason"]
     assert len(ledger.candidates()[1].val_per_example) == 2  # the search's half only
     assert result.best_val == 1.0 and result.values["answer"] == SUM_ONLY
+    # 4 to 0 is a one-sided sign test's p = 1/16, within the default 0.1
+    assert summary["evidence"] == {"candidate": 1, "wins": 4, "losses": 0, "p_value": 0.0625,
+                                   "significance": 0.1, "kept_start": False}
+    assert final["reason"].endswith(
+        "; candidate 1 led the starting values 4 to 0 on 4 validation examples (one-sided "
+        "sign test p = 0.0625), within final_significance 0.1")
+
+
+def test_a_final_pick_whose_lead_is_within_noise_leaves_the_starting_values(tmp_path):
+    engine = arithmetic_engine()
+    trainer, run_dir = two_step_run(tmp_path, engine, train=[(1, 2), (3, 4)],
+                                    val=[(2, 2), (4, 4), (6, 6)], minibatch=2,
+                                    components="all", parallel=1, max_proposals=1, holdout=0)
+
+    result = trainer.run()
+
+    ledger = Ledger.in_run(run_dir)
+    assert ledger.candidates()[1].status == "accepted"  # the search found a better child
+    final = ledger.steps()[-1]
+    summary = final["search_state"]["final"]
+    assert summary["pick"] == 0 and summary["evidence"]["kept_start"] is True
+    assert final["reason"] == (
+        "candidate 0 (validation 0.000): the best of the top 2 by validation over all 3 "
+        "validation examples, 0 of them held back from the search; candidate 1 led the "
+        "starting values 3 to 0 on 3 validation examples (one-sided sign test p = 0.125), "
+        "above final_significance 0.1: within noise, so the starting values stay")
+    assert final["values"] == {"plan": "Make a plan.", "answer": "Answer."}
+    assert result.values == {"plan": "Make a plan.", "answer": "Answer."}
+    assert result.best_val == 0.0
+
+
+def test_the_sign_test_counts_only_the_examples_where_the_two_differ():
+    lead = paired_lead({"a": 1, "b": 1, "c": 0, "d": 1, "e": 0.5},
+                       {"a": 0, "b": 1, "c": 1, "d": 0, "e": 0.0, "f": 1})
+    assert (lead.wins, lead.losses) == (3, 1)  # b ties; f was not scored for both
+    assert lead.p_value == 5 / 16  # P(at least 3 of 4 fair coin flips)
+    assert paired_lead({"a": 1}, {"a": 1}).p_value == 1.0
+    assert paired_lead({}, {}).p_value == 1.0
+    assert paired_lead({f"e{i}": 1 for i in range(5)},
+                       {f"e{i}": 0 for i in range(5)}).p_value == 1 / 32
+
+
+def test_final_significance_must_be_a_level_above_zero():
+    with pytest.raises(ConfigError, match="strategy.final_significance is out of range"):
+        ParetoSettings(final_significance=0)
 
 
 def test_approval_holds_the_final_pick_until_a_reviewer_decides(tmp_path):
     engine = arithmetic_engine()
     trainer, run_dir = two_step_run(tmp_path, engine, train=[(1, 2), (3, 4)],
                                     val=[(2, 2), (4, 4)], minibatch=2, components="all",
-                                    parallel=1, max_proposals=1, holdout=0, approval=True)
+                                    parallel=1, max_proposals=1, holdout=0, approval=True,
+                                    final_significance=1)
 
     waiting = trainer.run()
     assert waiting.status == "awaiting_approval"
@@ -372,7 +421,7 @@ def test_approval_holds_the_final_pick_until_a_reviewer_decides(tmp_path):
 
     resumed, _ = two_step_run(tmp_path, engine, train=[(1, 2), (3, 4)], val=[(2, 2), (4, 4)],
                               minibatch=2, components="all", parallel=1, max_proposals=1,
-                              holdout=0, approval=True)
+                              holdout=0, approval=True, final_significance=1)
     result = resumed.run(resume=True)
 
     assert result.status == "finished" and result.values == {"plan": LISTED, "answer": SUM_ONLY}
@@ -437,7 +486,7 @@ def test_a_pipeline_without_clone_is_searched_one_candidate_at_a_time(tmp_path):
                        TGD(pipeline.parameters(), engine=engine), engine, splits,
                        TrainerSettings(), tmp_path / "run", strategy=ParetoStrategy(
                            ParetoSettings(minibatch=2, components="all", max_proposals=1,
-                                          holdout=0.5, **settings)))
+                                          holdout=0.5, final_significance=1, **settings)))
 
     with pytest.raises(ConfigError, match="without clone"):
         trainer(parallel=2)

@@ -187,6 +187,9 @@ class StrategySection(_Section):
     merge_subsample: int = Field(5, ge=1, le=10000)
     holdout: float = Field(0.25, ge=0, lt=1)
     final_candidates: int = Field(3, ge=1, le=100)
+    # the final pick replaces the starting values only if it beats them on validation by a
+    # one-sided paired sign test at this level; 1: the best, whatever its lead
+    final_significance: float = Field(0.1, gt=0, le=1)
     max_proposals: int | None = Field(None, ge=1, le=100000)
     show_failures: bool = True
     max_failures: int = Field(5, ge=0, le=100)

@@ -8,7 +8,9 @@ failures; each child runs on the same minibatch, and only the best one that beat
 parent there (the gate) is scored on validation and joins the pool. A merge combines two
 candidates that changed different parameters from a common ancestor, gated on a validation
 subsample. At the end the top `final_candidates` by validation are re-scored on a part of
-validation the search never saw, and the best over all of validation is the final pick.
+validation the search never saw; the best over all of validation is the final pick if it
+beats the starting values there by more than noise (`final_significance`), else the
+starting values stay.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from textprop.train.context import CURRENT_STEP, Scored, step_output_rows
 from textprop.train.pipelines.base import Pipeline
 from textprop.train.strategies.base import Strategy
 from textprop.train.strategies.demo_moves import DemoMove, moves
+from textprop.train.strategies.evidence import paired_lead
 from textprop.train.strategies.merge import Merge, find_merge
 from textprop.train.strategies.pool import Candidate, Pool
 from textprop.train.strategies.selection import selector
@@ -54,6 +57,9 @@ class ParetoSettings:
     merge_subsample: int = 5
     holdout: float = 0.25  # share of validation kept from the search, for the final pick
     final_candidates: int = 3
+    # The final pick replaces the starting values only if it beats them on all of validation
+    # by a one-sided paired sign test at this level; 1: the best, whatever its lead.
+    final_significance: float = 0.1
     max_proposals: int | None = None  # besides the budget in metric calls
     show_failures: bool = True  # the rewrite prompt lists the minibatch's wrong outputs
     max_failures: int = 5
@@ -73,7 +79,8 @@ class ParetoSettings:
                   "final_candidates": self.final_candidates >= 1,
                   "merge_subsample": self.merge_subsample >= 1, "demos": self.demos >= 0,
                   "max_tried": self.max_tried >= 0, "max_fruitless": self.max_fruitless >= 0,
-                  "epsilon": 0 <= self.epsilon <= 1}
+                  "epsilon": 0 <= self.epsilon <= 1,
+                  "final_significance": 0 < self.final_significance <= 1}
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError(f"strategy.{name} is out of range: "
@@ -155,8 +162,11 @@ class ParetoStrategy(Strategy):
                 if answer is not None:
                     self.bootstrap[e.id] = Demo(self._question(e), answer, e.id)
 
+    def _full_scores(self, candidate: Candidate) -> dict[str, float]:
+        return {**candidate.per_example, **self.holdout_scores.get(candidate.id, {})}
+
     def _full_val(self, candidate: Candidate) -> float:
-        scores = {**candidate.per_example, **self.holdout_scores.get(candidate.id, {})}
+        scores = self._full_scores(candidate)
         return sum(scores.values()) / max(len(scores), 1)
 
     # --- start, restore ------------------------------------------------------------------
@@ -720,16 +730,30 @@ class ParetoStrategy(Strategy):
         runs += await self._score_holdout(todo)
         ctx.metric_calls.release(self._holdout_reserve)
         ctx.metric_calls.spend(runs)
-        pick = max(top, key=lambda c: (self._full_val(c), c.score, -c.id))
+        best = max(top, key=lambda c: (self._full_val(c), c.score, -c.id))
+        n_val = len(self.search_val) + len(self.holdout)
+        rule = (f"the best of the top {len(top)} by validation over all {n_val} validation "
+                f"examples, {len(self.holdout)} of them held back from the search")
+        pick, evidence = best, None
+        if best.id != 0:
+            lead = paired_lead(self._full_scores(best), self._full_scores(self.pool[0]))
+            alpha = self.settings.final_significance
+            evidence = {"candidate": best.id, "wins": lead.wins, "losses": lead.losses,
+                        "p_value": lead.p_value, "significance": alpha,
+                        "kept_start": lead.p_value > alpha}
+            said = lead.describe(f"candidate {best.id}", "the starting values", n_val)
+            if lead.p_value > alpha:
+                pick = self.pool[0]
+                rule += (f"; {said}, above final_significance {alpha:g}: within noise, so "
+                         "the starting values stay")
+            else:
+                rule += f"; {said}, within final_significance {alpha:g}"
         self.final_pick = pick.id
         summary = [{"id": c.id, "search_val": c.score,
                     "holdout": _mean(self.holdout_scores[c.id]),
                     "full_val": self._full_val(c),
                     "holdout_per_example": self.holdout_scores[c.id]} for c in top]
-        rule = (f"the best of the top {len(top)} by validation over all "
-                f"{len(self.search_val) + len(self.holdout)} validation examples, "
-                f"{len(self.holdout)} of them held back from the search")
-        full = {**pick.per_example, **self.holdout_scores[pick.id]}
+        full = self._full_scores(pick)
         record = StepRecord(
             step=step, epoch=0, status="pending" if ctx.approval else FINAL,
             reason=f"candidate {pick.id} (validation {self._full_val(pick):.3f}): {rule}",
@@ -737,7 +761,7 @@ class ParetoStrategy(Strategy):
             best_val_score=self._full_val(pick),
             evaluations=[EvaluationRow("val", _mean(full), full)],
             search_state={FINAL: {"pick": pick.id, "rule": rule, "candidates": summary,
-                                  "status": self.status},
+                                  "evidence": evidence, "status": self.status},
                           "metric_calls": ctx.metric_calls.used})
         # With approval the starting values stay in force until a reviewer approves.
         ctx.apply(self.pool[0].values if ctx.approval else pick.values)
