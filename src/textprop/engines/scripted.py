@@ -6,7 +6,8 @@
     engine.queue("first", "second")                           # consumed in order, before rules
 
 A reply is a string, a dict (sent as JSON text, and as `parsed` when a schema was asked for),
-a callable `request -> str | dict`, or an exception instance to raise.
+a `Completion` (returned as it is: a finish reason such as "length"), a callable
+`request -> str | dict | Completion`, or an exception instance to raise.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from textprop.engines.base import Completion, Engine, Request, Usage
 from textprop.errors import EngineError
 
-Reply = str | dict | Callable[[Request], Any] | BaseException
+Reply = str | dict | Completion | Callable[[Request], Any] | BaseException
 Matcher = str | re.Pattern | Callable[[Request], bool]
 
 
@@ -108,6 +109,8 @@ class ScriptedEngine(Engine):
             reply = reply(request)
         if isinstance(reply, BaseException):
             raise reply
+        if isinstance(reply, Completion):
+            return reply
         parsed = None
         if isinstance(reply, dict):
             parsed = reply if request.json_schema is not None else None

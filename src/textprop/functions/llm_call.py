@@ -29,6 +29,18 @@ def _engine_or_default(engine: Any) -> Engine:
     return as_engine(engine)
 
 
+def cut_off_note(output: Variable) -> str:
+    """A sentence saying that the LLM call which produced `output` hit its token limit, or
+    "" (a small model's reasoning cut off before its answer reads, to a critic, like a
+    format error: 40 % of the 0.5B model's GSM8K replies in B4 stopped at 256 tokens)."""
+    step = getattr(output, "grad_fn", None)
+    if step is None or step.data.get("finish_reason") != "length":
+        return ""
+    limit = step.data.get("max_tokens")
+    return render("output_cut_off", limit=f"its limit of {limit} tokens" if limit
+                  else "its token limit")
+
+
 class LLMCall(Function):
     """One call of an LLM: output = engine(system_prompt, [demonstrations], input).
 
@@ -88,12 +100,20 @@ class LLMCall(Function):
         if self.demonstrations is not None and self.placement == "turns":
             shown = in_system_prompt(shown, self.demonstrations.pairs)  # for the critic
         return self._record(response, response.predecessors, prompt=request.prompt,
-                            system_prompt=shown)
+                            system_prompt=shown, finish_reason=completion.finish_reason,
+                            max_tokens=request.max_tokens)
 
-    async def abackward(self, step: Step, ctx: BackwardContext) -> list[Feedback]:
+    @staticmethod
+    def conversation(step: Step) -> str:
+        """The exchange as the critic sees it, saying so when the reply was cut off."""
         conversation = render("conversation_llm_call",
                               system_prompt=step.data["system_prompt"] or "",
                               prompt=step.data["prompt"], output=step.output.value)
+        note = cut_off_note(step.output)
+        return f"{conversation}\n\n{note}" if note else conversation
+
+    async def abackward(self, step: Step, ctx: BackwardContext) -> list[Feedback]:
+        conversation = self.conversation(step)
         demos = [v for v in step.inputs if isinstance(v, Demonstrations) and v.requires_grad]
         if not demos:
             return await ctx.feedback_for_inputs(step, conversation, "llm_call")
@@ -176,9 +196,7 @@ class LLMCall_with_in_context_examples(LLMCall):  # noqa: N801 - TextGrad's name
         return None if self.stop_phrase in text else response
 
     async def abackward(self, step: Step, ctx: BackwardContext) -> list[Feedback]:
-        conversation = render("conversation_llm_call",
-                              system_prompt=step.data["system_prompt"] or "",
-                              prompt=step.data["prompt"], output=step.output.value)
+        conversation = self.conversation(step)
         if step.data["in_context_examples"]:
             conversation = render("conversation_in_context_examples", conversation=conversation,
                                   examples="\n".join(step.data["in_context_examples"]))

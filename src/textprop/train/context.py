@@ -17,6 +17,7 @@ from textprop.data.dataset import Dataset, Example, Splits
 from textprop.engines.base import Engine
 from textprop.functions.combine import reduce
 from textprop.functions.combine import sum as sum_losses
+from textprop.functions.llm_call import cut_off_note
 from textprop.ledger import EvaluationRow, LossRow, StepOutputRow
 from textprop.losses import MetricLoss
 from textprop.optim.optimizer import Optimizer
@@ -108,7 +109,11 @@ class RunContext:
     async def score(self, example: Example, pipeline: Pipeline | None = None) -> Scored:
         prediction = await (pipeline or self.pipeline).aforward(example)
         result = await self.metric.ascore(prediction.value, example)
-        return Scored(example, prediction, float(result.score), result.explanation)
+        explanation = result.explanation.rstrip()
+        if result.score < 1.0 and (note := cut_off_note(prediction)):  # a cause it cannot see
+            end = "" if not explanation or explanation.endswith((".", "!", "?")) else "."
+            explanation = f"{explanation}{end} {note}".strip()
+        return Scored(example, prediction, float(result.score), explanation)
 
     async def score_all(self, examples: Sequence[Example], pipeline: Pipeline | None = None,
                         *, counted: bool = True) -> list[Scored]:
