@@ -14,7 +14,9 @@ full validation evaluation, merge off unless asked) and our `B4Adapter`, because
 = the candidate's `system_prompt`, user = the template filled with the question, temperature
 0, the task model's max_tokens) and scores with B4's metric, and its reflective dataset is
 the DefaultAdapter's ({"Inputs", "Generated Outputs", "Feedback"}) with the metric's verdict
-as feedback. `reflection_lm` is a plain callable on the feedback server at
+as feedback, followed, when a wrong reply stopped at max_tokens, by the sentence textprop's
+trainer adds there ("The reply was cut off at its limit of N tokens ..."), so both searches
+are told the same. `reflection_lm` is a plain callable on the feedback server at
 `reflection_temperature` (1.0, what DSPy's GEPA documentation sets for its reflection LM:
 at temperature 0 the 1.5B writer proposed the same text in 10 of 11 iterations), seeded
 per call (seed x 100,000 + the call's number), so a run is repeatable.
@@ -45,6 +47,7 @@ import gepa  # noqa: E402
 from gepa.core.adapter import EvaluationBatch  # noqa: E402
 from openai import OpenAI  # noqa: E402
 
+from textprop.functions.llm_call import cut_off_sentence  # noqa: E402
 from textprop.metrics.numeric import numeric_match  # noqa: E402
 from textprop.metrics.text import exact_match  # noqa: E402
 
@@ -72,7 +75,8 @@ class B4Adapter:
         self._answered = earlier_answers(self._record)  # by request, from earlier parts only
         self._lock = threading.Lock()
 
-    def _answer(self, system: str, row: dict) -> str:
+    def _answer(self, system: str, row: dict) -> tuple[str, str | None]:
+        """The reply and its finish reason."""
         user = self.template.format(input=row["input"])
         key = json.dumps([self.model, system, user, self.max_tokens])
         if key in self._answered:
@@ -83,19 +87,23 @@ class B4Adapter:
             model=self.model, temperature=0.0, max_tokens=self.max_tokens,
             messages=[{"role": "system", "content": system}, {"role": "user", "content": user}])
         text = reply.choices[0].message.content or ""
+        finish = reply.choices[0].finish_reason
         with self._lock:
             self.calls += 1
-            record_answer(self._record, key, text)
-        return text
+            record_answer(self._record, key, text, finish)
+        return text, finish
 
     def evaluate(self, batch: list[dict], candidate: dict[str, str],
                  capture_traces: bool = False) -> EvaluationBatch:
         system = candidate["system_prompt"]
         with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(batch)))) as pool:
-            replies = list(pool.map(lambda row: self._answer(system, row), batch))
+            answers = list(pool.map(lambda row: self._answer(system, row), batch))
+        replies = [text for text, _ in answers]
         scores, trajectories = [], []
-        for row, reply in zip(batch, replies, strict=True):
+        for row, (reply, finish) in zip(batch, answers, strict=True):
             result = self.metric(reply, row["target"])
+            if finish == "length":
+                result = result.with_cause(cut_off_sentence(self.max_tokens))
             scores.append(float(result.score))
             if result.score >= 1:
                 feedback = f"The generated response is correct ({result.explanation})."
@@ -116,24 +124,25 @@ class B4Adapter:
         return {name: items for name in components_to_update}
 
 
-def earlier_answers(record: Path | None) -> dict[str, str]:
-    """The answers an earlier part recorded, by request; a line cut by a kill is skipped."""
-    answered: dict[str, str] = {}
+def earlier_answers(record: Path | None) -> dict[str, tuple[str, str | None]]:
+    """The answers (reply, finish reason) an earlier part recorded, by request; a line cut
+    by a kill is skipped."""
+    answered: dict[str, tuple[str, str | None]] = {}
     if record is not None and record.exists():
         for line in record.read_text().splitlines():
             try:
                 row = json.loads(line)
             except ValueError:
                 continue
-            answered[row["key"]] = row["reply"]
+            answered[row["key"]] = (row["reply"], row.get("finish"))
     return answered
 
 
-def record_answer(record: Path | None, key: str, reply: str) -> None:
+def record_answer(record: Path | None, key: str, reply: str, finish: str | None) -> None:
     """Append one answer for later parts (`earlier_answers` reads them back)."""
     if record is not None:
         with record.open("a") as f:
-            f.write(json.dumps({"key": key, "reply": reply}) + "\n")
+            f.write(json.dumps({"key": key, "reply": reply, "finish": finish}) + "\n")
 
 
 def reflection_lm(spec: dict[str, Any]):
@@ -150,14 +159,14 @@ def reflection_lm(spec: dict[str, Any]):
         key = json.dumps([spec["reflection_model"], messages])
         if key in answered:
             calls["earlier_parts"] += 1
-            return answered[key]
+            return answered[key][0]
         calls["n"] += 1
         reply = client.chat.completions.create(
             model=spec["reflection_model"], messages=messages,
             temperature=spec.get("reflection_temperature", 1.0),
             seed=spec["seed"] * 100_000 + calls["n"], max_tokens=spec["reflection_max_tokens"])
         text = reply.choices[0].message.content or ""
-        record_answer(record, key, text)
+        record_answer(record, key, text, reply.choices[0].finish_reason)
         return text
 
     return call, calls

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -514,3 +515,33 @@ def test_a_cut_test_evaluation_resumes_from_its_record_and_asks_only_the_rest(
     assert whole["per_example"] == {"q0": 0.0, "q1": 1.0, "q2": 0.0, "q3": 0.0}
     assert whole["usage"]["calls"] == 4  # the recorded answers count as calls made
     assert len(record.read_text().splitlines()) == 4
+
+
+@pytest.mark.skipif(not VENVS[0].exists(), reason="needs bench/setup-gepa")
+def test_gepa_is_told_when_a_wrong_reply_was_cut_off_as_textprop_is(tmp_path: Path) -> None:
+    """The adapter's feedback adds the sentence textprop's trainer adds to a wrong verdict
+    whose reply stopped at max_tokens, so both searches reflect on the same information."""
+    from textprop.testing.server import TestServer
+
+    rambling = " ".join(["First I restate the question carefully."] * 8)  # > 16 words
+    rows = [{"input": f"What is {a} + {b}?", "target": str(a + b)} for a, b in
+            [(1, 2), (3, 4), (5, 6), (7, 8), (2, 2), (4, 4)]]
+    with TestServer(reply=lambda body: rambling if body["model"] == "m"
+                    else "Answer with the sum only.") as server:
+        spec = {"task_url": server.base_url, "task_model": "m", "reflection_url":
+                server.base_url, "reflection_model": "w", "system_prompt": "Think first.",
+                "template": "{input}", "metric": "numeric", "train": rows[:4],
+                "val": rows[4:], "max_metric_calls": 8, "seed": 0, "minibatch": 2,
+                "max_tokens": 16, "reflection_max_tokens": 32, "workers": 2, "timeout": 30}
+        (tmp_path / "spec.json").write_text(json.dumps(spec))
+        done = subprocess.run(
+            [str(VENVS[0]), str(ROOT / "bench/b4_gepa_adapter.py"), str(tmp_path / "spec.json"),
+             str(tmp_path / "out.json")], capture_output=True, text=True, timeout=300,
+            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        assert done.returncode == 0, done.stderr[-2000:]
+        reflections = [b4_last_user(r) for r in server.requests
+                       if r.path.endswith("/chat/completions") and r.body["model"] == "w"]
+    assert reflections, "GEPA made no reflection"
+    assert re.search(r"## Feedback\nThe generated response is incorrect \(expected \d+, but "
+                     r"the prediction contains no number\. The reply was cut off at its limit "
+                     r"of 16 tokens before it finished\.\)", reflections[0])

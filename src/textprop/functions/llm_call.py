@@ -36,7 +36,10 @@ def cut_off_note(output: Variable) -> str:
     step = getattr(output, "grad_fn", None)
     if step is None or step.data.get("finish_reason") != "length":
         return ""
-    limit = step.data.get("max_tokens")
+    return cut_off_sentence(step.data.get("max_tokens"))
+
+
+def cut_off_sentence(limit: int | None) -> str:
     return render("output_cut_off", limit=f"its limit of {limit} tokens" if limit
                   else "its token limit")
 

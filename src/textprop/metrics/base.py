@@ -29,6 +29,15 @@ class MetricResult:
             raise ValueError(f"score must lie in [0, 1], got {self.score!r}")
         object.__setattr__(self, "score", float(self.score))
 
+    def with_cause(self, sentence: str) -> MetricResult:
+        """A wrong verdict's explanation followed by a cause the metric cannot see (a reply
+        cut off at its token limit); a right one, or an empty sentence, as it is."""
+        if self.score >= 1.0 or not sentence:
+            return self
+        text = self.explanation.rstrip()
+        end = "" if not text or text.endswith((".", "!", "?")) else "."
+        return MetricResult(self.score, f"{text}{end} {sentence}".strip())
+
 
 class Metric(ABC):
     """Scores a prediction against an example (or a bare target string).

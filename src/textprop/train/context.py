@@ -109,11 +109,8 @@ class RunContext:
     async def score(self, example: Example, pipeline: Pipeline | None = None) -> Scored:
         prediction = await (pipeline or self.pipeline).aforward(example)
         result = await self.metric.ascore(prediction.value, example)
-        explanation = result.explanation.rstrip()
-        if result.score < 1.0 and (note := cut_off_note(prediction)):  # a cause it cannot see
-            end = "" if not explanation or explanation.endswith((".", "!", "?")) else "."
-            explanation = f"{explanation}{end} {note}".strip()
-        return Scored(example, prediction, float(result.score), explanation)
+        result = result.with_cause(cut_off_note(prediction))
+        return Scored(example, prediction, float(result.score), result.explanation)
 
     async def score_all(self, examples: Sequence[Example], pipeline: Pipeline | None = None,
                         *, counted: bool = True) -> list[Scored]:
