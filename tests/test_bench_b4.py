@@ -542,6 +542,7 @@ def test_gepa_is_told_when_a_wrong_reply_was_cut_off_as_textprop_is(tmp_path: Pa
         reflections = [b4_last_user(r) for r in server.requests
                        if r.path.endswith("/chat/completions") and r.body["model"] == "w"]
     assert reflections, "GEPA made no reflection"
-    assert re.search(r"## Feedback\nThe generated response is incorrect \(expected \d+, but "
-                     r"the prediction contains no number\. The reply was cut off at its limit "
-                     r"of 16 tokens before it finished\.\)", reflections[0])
+    assert re.search(r"## Feedback\nThe generated response is incorrect \(The reply was cut "
+                     r"off at its limit of 16 tokens before it finished; it has to finish "
+                     r"within that limit\. expected \d+, but the prediction contains no "
+                     r"number\)", reflections[0])

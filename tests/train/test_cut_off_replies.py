@@ -15,7 +15,8 @@ from textprop.train.pipeline import PromptPipeline
 from textprop.train.strategies import ParetoSettings, ParetoStrategy
 from textprop.train.trainer import Trainer, TrainerSettings
 
-CUT = "The reply was cut off at its limit of 40 tokens before it finished."
+CUT = ("The reply was cut off at its limit of 40 tokens before it finished; it has to "
+       "finish within that limit.")
 
 
 def answer(request: Request) -> Completion | str:
@@ -49,9 +50,9 @@ def test_a_cut_off_wrong_reply_says_so_in_its_explanation_feedback_and_failure_l
     trainer.run()
 
     losses = {row["example_id"]: row for row in Ledger.in_run(tmp_path / "run").losses(1)}
-    # the wrong reply was cut: the metric's explanation and then the note
+    # the wrong reply was cut: the cause first, then the metric's verdict
     assert losses["t-0"]["explanation"] == (
-        f"expected 3, but the prediction contains no number. {CUT}")
+        f"{CUT} expected 3, but the prediction contains no number")
     # the right one was cut too, but the cut did not make it wrong: no note
     assert losses["t-1"]["score"] == 1.0 and CUT not in losses["t-1"]["explanation"]
     # the critic reads the note after the output it was cut from
@@ -62,5 +63,5 @@ def test_a_cut_off_wrong_reply_says_so_in_its_explanation_feedback_and_failure_l
     # and the writer in the minibatch's failures
     [rewrite] = [r.prompt for r in engine.requests if r.role == "optimizer"]
     assert ("Output: First, let us restate the question. We want to add\nExpected: 3\n"
-            f"Why it is wrong: expected 3, but the prediction contains no number. {CUT}\n"
+            f"Why it is wrong: {CUT} expected 3, but the prediction contains no number\n"
             "</EXAMPLE>") in rewrite

@@ -30,13 +30,12 @@ class MetricResult:
         object.__setattr__(self, "score", float(self.score))
 
     def with_cause(self, sentence: str) -> MetricResult:
-        """A wrong verdict's explanation followed by a cause the metric cannot see (a reply
-        cut off at its token limit); a right one, or an empty sentence, as it is."""
+        """A wrong verdict's explanation after a cause the metric cannot see (a reply cut
+        off at its token limit), which comes first: told it last, B4's 1.5B critic still
+        blamed the format the metric named; a right verdict, or no sentence, as it is."""
         if self.score >= 1.0 or not sentence:
             return self
-        text = self.explanation.rstrip()
-        end = "" if not text or text.endswith((".", "!", "?")) else "."
-        return MetricResult(self.score, f"{text}{end} {sentence}".strip())
+        return MetricResult(self.score, f"{sentence} {self.explanation}".strip())
 
 
 class Metric(ABC):
