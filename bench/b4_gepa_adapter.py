@@ -14,8 +14,8 @@ full validation evaluation, merge off unless asked) and our `B4Adapter`, because
 = the candidate's `system_prompt`, user = the template filled with the question, temperature
 0, the task model's max_tokens) and scores with B4's metric, and its reflective dataset is
 the DefaultAdapter's ({"Inputs", "Generated Outputs", "Feedback"}) with the metric's verdict
-as feedback, followed, when a wrong reply stopped at max_tokens, by the sentence textprop's
-trainer adds there ("The reply was cut off at its limit of N tokens ..."), so both searches
+as feedback, preceded, when a wrong reply stopped at max_tokens, by the sentence textprop's
+trainer puts there ("The reply was cut off at its limit of N tokens ..."), so both searches
 are told the same. `reflection_lm` is a plain callable on the feedback server at
 `reflection_temperature` (1.0, what DSPy's GEPA documentation sets for its reflection LM:
 at temperature 0 the 1.5B writer proposed the same text in 10 of 11 iterations), seeded
