@@ -92,6 +92,39 @@ def test_an_instruction_the_value_already_states_is_asked_again_with_the_reason(
     assert variable.value == f"{START}\nAdd the counts."
 
 
+def test_an_announced_and_quoted_instruction_is_read_without_its_wrapper():
+    # B4's GSM8K writer wrapped the prompt's own format line so; unwrapped, it restates it
+    variable = prompt_with_feedback()
+    engine = ScriptedEngine(supports_json_schema=True).queue(
+        {"new_instruction": "The new instruction to add at the end of the variable is: "
+                            "'Think step by step. End with 'Answer: N'.'"},
+        {"new_instruction": 'New instruction: "Add the counts one at a time."'})
+    optimizer = tp.TGD([variable], engine=engine, edit="append")
+
+    [record] = optimizer.step()
+
+    assert engine.requests[1].messages[-1].content == render("optimizer_append_unchanged")
+    assert (record.status, record.attempts) == ("updated", 2)
+    assert variable.value == f"{START}\nAdd the counts one at a time."
+
+
+@pytest.mark.parametrize("instruction, unwrapped_text", [
+    ("The new instruction to add at the end of the variable is: 'Count twice.'",
+     "Count twice."),
+    ("Here is the new instruction: Count twice.", "Count twice."),
+    ("Instruction to be added: `Count twice.`", "Count twice."),
+    ("Count twice: once forward, once backward.", "Count twice: once forward, once backward."),
+    ("Follow this instruction: count twice.", "Follow this instruction: count twice."),
+    ("Add the counts: apples first.", "Add the counts: apples first."),
+    ("New instruction: ''", "New instruction: ''"),
+])
+def test_only_a_preamble_that_announces_a_new_instruction_is_taken_off(instruction,
+                                                                       unwrapped_text):
+    from textprop.optim.tgd import unwrapped
+
+    assert unwrapped(instruction) == unwrapped_text
+
+
 CRITIQUE = ("The structured system prompt should be improved by adding a check to ensure "
             "that the output is a numerical value before proceeding with the addition.")
 

@@ -307,12 +307,12 @@ class TextualGradientDescent(Optimizer):
         text = completion.text
         if parsed.value is None:
             return None, text, parsed.problem, ""
-        if parsed.value == current or (self.edit == "append"
-                                       and restates(parsed.value, current)):
+        proposed = unwrapped(parsed.value) if self.edit == "append" else parsed.value
+        if proposed == current or (self.edit == "append" and restates(proposed, current)):
             return None, text, UNCHANGED, ""
-        if self.edit == "append" and copies(parsed.value, feedback):
+        if self.edit == "append" and copies(proposed, feedback):
             return None, text, COPIED, ""
-        value = self._apply_edit(current, parsed.value)
+        value = self._apply_edit(current, proposed)
         if value in tried:
             return None, text, REPEATED, ""
         return value, text, "", parsed.note
@@ -329,6 +329,25 @@ class TextualGradientDescent(Optimizer):
 
 
 TGD = TextualGradientDescent
+
+_PREAMBLE = re.compile(r"[^:\n]{0,80}\binstructions?\b[^:\n]{0,80}:\s*", re.IGNORECASE)
+_QUOTES = ("'", '"', "`")
+
+
+def unwrapped(instruction: str) -> str:
+    """`instruction` without a preamble that announces it ("The new instruction to add at the
+    end of the variable is: '...'") and the quotes around it. The 1.5B writer wrapped 3 of
+    its 16 GSM8K instructions so (B4, pareto seed 0); the wrapper reached the task model as
+    is and hid from `restates` that the quoted line was the prompt's own format line."""
+    match = _PREAMBLE.match(instruction)
+    if match is None or not re.search(r"\b(new|add|added|adding)\b", match.group(0),
+                                      re.IGNORECASE):
+        return instruction
+    rest = instruction[match.end():].strip()
+    if len(rest) > 1 and rest[0] in _QUOTES and rest[-1] == rest[0]:
+        rest = rest[1:-1].strip()
+    return rest or instruction
+
 
 RESTATES_SHARE = 0.9
 
