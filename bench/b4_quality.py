@@ -1070,7 +1070,7 @@ def smoke(args) -> int:
     test server, or with `--smoke-server serve` `textprop serve`'s HTTP layer); checks the
     cells and their fields, then that a rerun skips every finished cell."""
 
-    missing = [str(p) for p in (TG_PYTHON, GEPA_PYTHON) if not p.exists()]
+    missing = missing_baselines(FRAMEWORKS)
     if missing:
         print(f"b4 smoke: missing {', '.join(missing)} (bench/setup-textgrad, "
               "bench/setup-gepa)", file=sys.stderr)
@@ -1174,6 +1174,14 @@ def cells_to_run(args, out: Path) -> list[tuple[str, int, str, str]]:
     return todo
 
 
+def missing_baselines(frameworks) -> list[str]:
+    """The baselines' Python interpreters that these frameworks need and this machine lacks
+    (a fresh machine has neither venv until bench/setup-gepa and bench/setup-textgrad)."""
+    need = {TG_PYTHON if f.startswith("textgrad") else GEPA_PYTHON
+            for f in frameworks if f.startswith(("gepa", "textgrad"))}
+    return sorted(str(p) for p in need if not p.exists())
+
+
 def port_is_free(port: int) -> bool:
     import socket
 
@@ -1192,6 +1200,10 @@ def run_all(args, out: Path) -> None:
     todo = cells_to_run(args, out)
     if not todo:
         return
+    missing = missing_baselines(framework for _, _, framework, _ in todo)
+    if missing:  # not a failed cell: nothing ran
+        raise SystemExit(f"b4: missing {', '.join(missing)}; run bench/setup-gepa and "
+                         "bench/setup-textgrad first")
     try:
         if args.start_servers:
             roles = [("task", args.task_model_spec, args.task_port, args.server_n_parallel),

@@ -194,6 +194,22 @@ def test_a_run_that_fails_is_a_recorded_cell_and_is_skipped_on_resume(tmp_path: 
     assert cell["status"] == "ok" and cell["test_n"] == 8
 
 
+@needs_bbh
+def test_a_baseline_without_its_venv_stops_the_run_before_any_cell_and_records_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(b4, "GEPA_PYTHON", tmp_path / "no-venv/bin/python")
+    _, _, out, argv = tiny_tgd_cell(tmp_path)
+    argv[argv.index("tgd")] = "gepa"
+    with TestServer(reply="x") as task, TestServer(reply="x") as writer:
+        with pytest.raises(SystemExit, match=r"b4: missing .*no-venv/bin/python; run "
+                                             r"bench/setup-gepa"):
+            b4.main(argv + ["--task-url", task.base_url, "--writer-url", writer.base_url])
+        assert task.requests == [] and writer.requests == []
+    assert not out.exists()  # no run recorded, no failed cell
+    assert list((tmp_path / "runs").glob("*")) == []
+    assert b4.missing_baselines(["pareto", "tgd"]) == []
+
+
 def test_a_proxy_on_an_existing_call_log_counts_on_from_it(tmp_path: Path) -> None:
     log = tmp_path / "calls-task.jsonl"
     with TestServer(reply="two words") as server:
