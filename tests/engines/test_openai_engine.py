@@ -246,6 +246,62 @@ def test_malformed_body_is_transient(server: TestServer,
     assert len(server.requests) == 1
 
 
+@pytest.fixture
+def json_body_server() -> Iterator[Callable[[Any], str]]:
+    """A server that answers every chat completion with a fixed JSON body: `serve(body)`
+    returns its base URL."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    servers: list[ThreadingHTTPServer] = []
+
+    def serve(body: Any) -> str:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers["Content-Length"]))
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        return f"http://127.0.0.1:{httpd.server_port}/v1"
+
+    yield serve
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.mark.parametrize("body", [{"object": "chat.completion"}, {"choices": []},
+                                  {"choices": ["x"]}, ["not", "an", "object"]])
+def test_a_json_reply_without_a_choice_is_malformed_and_transient(
+        json_body_server: Callable[[Any], str], body: Any) -> None:
+    engine = OpenAIEngine("m", base_url=json_body_server(body), api_key="sk-test",
+                          max_retries=0)
+    with pytest.raises(TransientEngineError, match=r"sent a malformed reply \(it has no "
+                                                   r"choices\); it may pass on retry"):
+        engine.complete(Request.chat("hi"))
+
+
+def test_a_choice_without_text_or_usage_reads_as_empty_text_and_zero_tokens(
+        json_body_server: Callable[[Any], str]) -> None:
+    url = json_body_server({"choices": [{"message": {"role": "assistant", "content": None},
+                                         "finish_reason": "tool_calls"}]})
+    completion = OpenAIEngine("m", base_url=url, api_key="sk-test").complete(
+        Request.chat("hi"))
+    assert (completion.text, completion.finish_reason) == ("", "tool_calls")
+    assert (completion.usage.input_tokens, completion.usage.output_tokens) == (0, 0)
+
+
 def test_stream_cut_mid_way_is_transient(server: TestServer,
                                          make_engine: Callable[..., OpenAIEngine]) -> None:
     server.reply = "a long reply of many words that will be cut"
