@@ -156,6 +156,45 @@ def test_a_rewrite_that_never_parses_keeps_the_old_value_and_says_why():
     assert optimizer.history == [record]
 
 
+PASTED = ("Count the objects. <LM_INPUT> I have a fish and two cats. </LM_INPUT> "
+          "<LM_OUTPUT> Answer: 3 </LM_OUTPUT>")
+
+
+def test_a_rewrite_that_carries_the_prompts_own_markup_is_asked_again_with_the_tags_named():
+    variable = prompt_with_feedback("old", "Be exact.")
+    engine = optimizer_engine(f"<IMPROVED_VARIABLE>{PASTED}</IMPROVED_VARIABLE>",
+                              "<IMPROVED_VARIABLE>Count each object once.</IMPROVED_VARIABLE>")
+    optimizer = tp.TGD([variable], engine=engine)
+
+    [record] = optimizer.step()
+
+    assert engine.requests[1].messages[3].content == (
+        "Your reply could not be used: it carries </LM_INPUT>, </LM_OUTPUT>, <LM_INPUT>, "
+        "<LM_OUTPUT>, markup of this prompt that is not part of the variable; the model that "
+        "reads the variable would copy it into its answers. Reply again with the complete "
+        "improved variable, in exactly the format asked for.")
+    assert (variable.value, record.status, record.attempts) == (
+        "Count each object once.", "updated", 2)
+
+
+def test_a_writer_that_keeps_pasting_markup_leaves_the_value_and_tags_the_value_had_stay():
+    variable = prompt_with_feedback("old", "Be exact.")
+    optimizer = tp.TGD([variable], engine=ScriptedEngine(
+        default=f"<IMPROVED_VARIABLE>{PASTED}</IMPROVED_VARIABLE>"))
+    [record] = optimizer.step()
+    assert (variable.value, record.status) == ("old", "unparseable")
+    assert record.reason.startswith("kept the old value: it carries </LM_INPUT>")
+
+    # tags the value already has are its own, and an unknown tag is no markup of textprop's
+    own = prompt_with_feedback("Show each item as <EXAMPLE> item </EXAMPLE>.", "Be exact.")
+    optimizer = tp.TGD([own], engine=optimizer_engine(
+        "<IMPROVED_VARIABLE>List items as <EXAMPLE> item </EXAMPLE> in <ANSWER> tags."
+        "</IMPROVED_VARIABLE>"))
+    [record] = optimizer.step()
+    assert record.status == "updated"
+    assert own.value == "List items as <EXAMPLE> item </EXAMPLE> in <ANSWER> tags."
+
+
 def test_a_reply_cut_off_at_the_token_limit_is_not_taken_as_the_new_value():
     from textprop.engines.base import Completion
     from textprop.optim.rewrite import parse_rewrite

@@ -14,7 +14,7 @@ from textprop.errors import EngineReplyError
 from textprop.functions.llm_call import _engine_or_default
 from textprop.optim.optimizer import Optimizer
 from textprop.optim.rewrite import APPEND_KEY, REWRITE_KEY, parse_rewrite, reply_schema
-from textprop.prompts import render
+from textprop.prompts import render, tags_in
 from textprop.variable import Variable
 
 DEFAULT_TAGS = ("<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>")
@@ -312,6 +312,8 @@ class TextualGradientDescent(Optimizer):
             return None, text, UNCHANGED, ""
         if self.edit == "append" and copies(proposed, feedback):
             return None, text, COPIED, ""
+        if leaked := sorted(tags_in(proposed) - tags_in(current)):
+            return None, text, markup_problem(leaked), ""
         value = self._apply_edit(current, proposed)
         if value in tried:
             return None, text, REPEATED, ""
@@ -329,6 +331,14 @@ class TextualGradientDescent(Optimizer):
 
 
 TGD = TextualGradientDescent
+
+def markup_problem(tags: Sequence[str]) -> str:
+    """Why a rewrite that carries this prompt's own markup is refused. TextGrad's writer
+    once pasted a critic's conversation into its prompt (B4, object_counting seed 2); every
+    answer then ended in a copied `</LM_OUTPUT>` and the test score fell from 0.35 to 0."""
+    return (f"it carries {', '.join(tags)}, markup of this prompt that is not part of the "
+            "variable; the model that reads the variable would copy it into its answers")
+
 
 _PREAMBLE = re.compile(r"[^:\n]{0,80}\binstructions?\b[^:\n]{0,80}:\s*", re.IGNORECASE)
 _QUOTES = ("'", '"', "`")

@@ -6,6 +6,7 @@ braces in JSON examples need no escaping. `render` fails loudly on a missing fie
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib import resources
 from string import Template
@@ -29,3 +30,20 @@ def render(template_name: str, /, **fields: object) -> str:
         return template(template_name).substitute({k: str(v) for k, v in fields.items()})
     except KeyError as missing:
         raise TextpropError(f"prompt template {template_name!r} needs field {missing}") from None
+
+
+_TAG = re.compile(r"</?[A-Z][A-Z_]{2,}>")
+
+
+@cache
+def markup_tags() -> frozenset[str]:
+    """Every tag textprop's own prompts use to frame their parts (`<LM_OUTPUT>`,
+    `</VARIABLE>`, ...): text a writer copies from them into a variable is not the variable's."""
+    files = resources.files(__name__).iterdir()
+    return frozenset(tag for f in files if f.name.endswith(".txt")
+                     for tag in _TAG.findall(f.read_text(encoding="utf-8")))
+
+
+def tags_in(text: str) -> set[str]:
+    """textprop's markup tags (`markup_tags`) that occur in `text`."""
+    return set(_TAG.findall(text)) & markup_tags()
