@@ -84,6 +84,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# The textprop the cells run: this checkout's, or (B4_TEXTPROP_SRC) the src folder of another
+# checkout at a fixed commit, e.g. `git worktree add ../b4code COMMIT`, so that a benchmark
+# spread over sessions runs one code while main moves on. Each part records its commit.
+SRC = Path(os.environ.get("B4_TEXTPROP_SRC") or ROOT / "src").resolve()
+sys.path.insert(0, str(SRC))
 sys.path.insert(0, str(ROOT / "bench"))
 from b4_proxy import CountingProxy, read_log  # noqa: E402
 from bounded_run import run_bounded  # noqa: E402
@@ -212,7 +217,7 @@ def serve_command(model: str, port: int, n_parallel: int | None,
 
 def start_server(cmd: list[str], port: int, log: Path, wait_s: float = 900):
     """Start a server and wait until it answers /v1/models; (process, base URL)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.time() + wait_s
@@ -418,7 +423,7 @@ def run_textprop(framework, data, args, seed, task_url, writer_url, models, work
     resume = (work / "run" / "ledger.sqlite3").exists()  # an earlier part was cut off
     cmd = [sys.executable, "-m", "textprop.cli", "optimize", str(config), "--no-cache",
            "--run-dir", str(work / "run"), "--json"] + (["--resume"] if resume else [])
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OPENAI_API_KEY": "not-needed"}
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OPENAI_API_KEY": "not-needed"}
     proc, _, killed = run_bounded(cmd, args.deadline_min * 60, cwd=work, env=env)
     code, err = proc.returncode, proc.stderr
     out_info: dict[str, Any] = {"returncode": code, "killed_at_deadline": killed,
@@ -477,7 +482,7 @@ def run_gepa(framework, data, args, seed, task_url, writer_url, models, work: Pa
     out = work / "result.json"
     cmd = [str(GEPA_PYTHON), str(ROOT / "bench/b4_gepa_adapter.py"), str(work / "spec.json"),
            str(out)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OPENAI_API_KEY": "not-needed"}
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OPENAI_API_KEY": "not-needed"}
     proc, _, killed = run_bounded(cmd, args.deadline_min * 60, cwd=work, env=env)
     code, err = proc.returncode, proc.stderr
     r = json.loads(out.read_text()) if out.exists() else {}
@@ -1283,8 +1288,9 @@ def run_all(args, out: Path) -> None:
 
 
 def _commit() -> str | None:
+    """The commit of the textprop the cells run (SRC's checkout)."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=SRC,
                               capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None

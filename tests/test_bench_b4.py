@@ -210,6 +210,27 @@ def test_a_baseline_without_its_venv_stops_the_run_before_any_cell_and_records_n
     assert b4.missing_baselines(["pareto", "tgd"]) == []
 
 
+def test_the_cells_can_run_the_textprop_of_another_checkout_and_record_its_commit(
+        tmp_path: Path) -> None:
+    pinned = tmp_path / "b4code"
+    (pinned / "src/textprop").mkdir(parents=True)
+    (pinned / "src/textprop/__init__.py").write_text("PINNED = True\n")
+    git = ["git", "-C", str(pinned), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "pin"], check=True)
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    probe = ("import b4_quality as b, textprop; "
+             "print(b.SRC, b._commit(), getattr(textprop, 'PINNED', False))")
+    env = {**os.environ, "B4_TEXTPROP_SRC": str(pinned / "src")}
+    env.pop("PYTHONPATH", None)
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT / "bench", env=env,
+                         check=True, capture_output=True, text=True).stdout.split()
+    assert out == [str((pinned / "src").resolve()), commit, "True"]
+    assert b4.SRC == ROOT / "src"  # unset: this checkout's own
+
+
 def test_a_proxy_on_an_existing_call_log_counts_on_from_it(tmp_path: Path) -> None:
     log = tmp_path / "calls-task.jsonl"
     with TestServer(reply="two words") as server:
