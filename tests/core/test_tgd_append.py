@@ -188,6 +188,21 @@ def test_tried_versions_are_shown_as_the_instructions_they_added_and_not_propose
     assert record.after == f"{START}\nName each item first." and record.status == "updated"
 
 
+def test_an_instruction_that_rewords_a_tried_one_is_a_repeat_and_asked_again():
+    variable = prompt_with_feedback()
+    tried = f"{START}\nAlways provide the final answer directly, without any extra text."
+    engine = ScriptedEngine(supports_json_schema=True).queue(
+        {"new_instruction": "Additionally, always provide the final answer directly, "
+                            "without extra text."},
+        {"new_instruction": "Name each item first."})
+    optimizer = tp.TGD({"system_prompt": variable}, engine=engine, edit="append")
+
+    record = asyncio.run(optimizer.arewrite("system_prompt", tried=[tried]))
+
+    assert engine.requests[1].messages[-1].content == render("optimizer_repeated")
+    assert record.after == f"{START}\nName each item first." and record.attempts == 2
+
+
 def test_rewrite_stays_the_default_and_an_unknown_edit_is_refused():
     assert tp.TGD([prompt_with_feedback()], engine=ScriptedEngine()).edit == "rewrite"
     with pytest.raises(ValueError, match="edit must be one of rewrite, append"):
