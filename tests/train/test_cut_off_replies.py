@@ -3,6 +3,7 @@ writer: a small model's reasoning cut before its answer otherwise reads as a for
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from textprop.data.dataset import Dataset, Example, Splits
@@ -11,8 +12,10 @@ from textprop.engines.scripted import ScriptedEngine
 from textprop.ledger import Ledger
 from textprop.metrics import get_metric
 from textprop.optim import TGD
+from textprop.train.context import Scored
 from textprop.train.pipeline import PromptPipeline
 from textprop.train.strategies import ParetoSettings, ParetoStrategy
+from textprop.train.strategies.pareto import _failures
 from textprop.train.trainer import Trainer, TrainerSettings
 
 CUT = ("The reply was cut off at its limit of 40 tokens before it finished; it has to "
@@ -64,4 +67,18 @@ def test_a_cut_off_wrong_reply_says_so_in_its_explanation_feedback_and_failure_l
     [rewrite] = [r.prompt for r in engine.requests if r.role == "optimizer"]
     assert ("Output: First, let us restate the question. We want to add\nExpected: 3\n"
             f"Why it is wrong: {CUT} expected 3, but the prediction contains no number\n"
-            "</EXAMPLE>") in rewrite
+            "</EXAMPLE>\n\n"
+            "In 1 of these 1 examples the reply was cut off at its token limit before it "
+            "reached its answer. The model does not see its limit: what fixes them is a "
+            "method that makes its replies shorter, such as fewer and shorter steps, or no "
+            "repeating of the question.\n</FAILURES>") in rewrite
+
+
+def test_failures_without_a_cut_off_reply_carry_no_note_about_length():
+    engine = ScriptedEngine().on(lambda r: True, "Answer: 4")
+    pipeline = PromptPipeline(engine, "Add.", max_tokens=40)
+    wrong = Example("t-0", "What is 1 + 2?", "3")
+    prediction = asyncio.run(pipeline.aforward(wrong))
+    text = _failures([Scored(wrong, prediction, 0.0, "expected 3, got 4")], limit=5)
+    assert "cut off" not in text and text.endswith("Why it is wrong: expected 3, got 4\n"
+                                                   "</EXAMPLE>")

@@ -251,8 +251,10 @@ class _Bounds:
         if failures:
             item = _fill("optimizer_failure_item", input=max(self.question, self.input),
                          output=self.answer, expected=self.target, explanation=self.explanation)
+            cut_off = _fill("optimizer_failures_cut_off", count="9999", total="9999")
             sections.append(_fill("optimizer_failures", variable_role=self.role,
-                                  failures=_mul(failures, _add(item, 1))))
+                                  failures=_add(_mul(failures, _add(item, 1)),
+                                                _add(cut_off, 2))))
         if memory:
             item = _fill("optimizer_memory_item", n="9999", feedback=_mul(gradients, _add(
                 self.feedback, 1)))

@@ -27,6 +27,7 @@ from textprop.data.dataset import Example
 from textprop.demos import Demo, Demonstrations, decode, encode
 from textprop.engines.limits import low_priority
 from textprop.errors import ConfigError
+from textprop.functions.llm_call import cut_off_note
 from textprop.ledger import CandidateRow, EvaluationRow, Ledger, Revision, StepRecord
 from textprop.optim.tgd import UpdateRecord
 from textprop.prompts import render
@@ -778,7 +779,15 @@ def _mean(scores: dict[str, float]) -> float | None:
 
 
 def _failures(scored: list[Scored], limit: int) -> str:
+    """The minibatch's wrong outputs for the rewrite prompt, and how many of them were cut
+    off at the token limit: the 1.5B writer, shown GSM8K replies cut mid-reasoning and told
+    so in each, still answered with format rules or "the output should not be cut off",
+    which the model cannot act on; named as a group, the cause comes with its remedy."""
     wrong = [x for x in scored if x.score < 1.0][:limit]
-    return "\n".join(render("optimizer_failure_item", input=x.example.input,
-                            output=x.prediction.value, expected=x.example.target,
-                            explanation=x.explanation) for x in wrong)
+    items = "\n".join(render("optimizer_failure_item", input=x.example.input,
+                             output=x.prediction.value, expected=x.example.target,
+                             explanation=x.explanation) for x in wrong)
+    cut = sum(bool(cut_off_note(x.prediction)) for x in wrong)
+    if not cut:
+        return items
+    return items + "\n\n" + render("optimizer_failures_cut_off", count=cut, total=len(wrong))
