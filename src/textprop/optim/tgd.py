@@ -333,6 +333,7 @@ class TextualGradientDescent(Optimizer):
 
 TGD = TextualGradientDescent
 
+
 def markup_problem(tags: Sequence[str]) -> str:
     """Why a rewrite that carries this prompt's own markup is refused. TextGrad's writer
     once pasted a critic's conversation into its prompt (B4, object_counting seed 2); every
