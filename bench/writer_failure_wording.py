@@ -25,11 +25,11 @@ import argparse
 import asyncio
 import json
 import re
-import sqlite3
 import time
 from pathlib import Path
 
 from textprop.engines import get_engine
+from textprop.ledger import Ledger
 from textprop.optim.tgd import TextualGradientDescent
 from textprop.prompts import render
 from textprop.variable import Gradient, Variable
@@ -51,24 +51,22 @@ def plain(explanation: str) -> str:
 def mutations(ledger: Path) -> list[dict]:
     """The seed's mutations with at least one cut-off failure: the parent value, the critic's
     feedback and the minibatch's failures."""
-    db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
-    seed = json.loads(db.execute("select values_json from candidates where id = 0")
-                      .fetchone()[0])
-    rows = db.execute("select step, changed, feedback from candidates where parents = '[0]' "
-                      "and origin = 'mutation' order by step").fetchall()
+    book = Ledger(ledger, read_only=True)
+    candidates = book.candidates()
+    seed = candidates[0].values
     found = []
-    for step, changed, feedback in rows:
-        name = json.loads(changed or "[]")[:1] or ["system_prompt"]
-        losses = db.execute("select l.example_id, o.input, l.prediction, l.target, l.score, "
-                            "l.explanation from losses l join step_outputs o on "
-                            "o.step = l.step and o.example_id = l.example_id where l.step = ? "
-                            "order by o.position", (step,)).fetchall()
-        wrong = [dict(zip(("id", "input", "output", "expected", "score", "explanation"), r,
-                          strict=True)) for r in losses if r[4] < 1.0]
+    for c in candidates:
+        if c.parents != [0] or c.origin != "mutation":
+            continue
+        name = (c.changed or ["system_prompt"])[0]
+        inputs = {o["example_id"]: o["input"] for o in book.step_outputs(c.step)
+                  if o["position"] == 0}
+        wrong = [{"input": inputs[loss["example_id"]], "output": loss["prediction"],
+                  "expected": loss["target"], "explanation": loss["explanation"]}
+                 for loss in book.losses(c.step) if loss["score"] < 1.0]
         if any(CUT.match(w["explanation"]) for w in wrong):
-            found.append({"step": step, "name": name[0], "value": seed[name[0]],
-                          "feedback": json.loads(feedback or "{}").get(name[0], ""),
-                          "failures": wrong})
+            found.append({"step": c.step, "name": name, "value": seed[name],
+                          "feedback": c.feedback.get(name, ""), "failures": wrong})
     return found
 
 
