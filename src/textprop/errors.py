@@ -12,6 +12,7 @@ dropped connections) and everything else, which fails at once.
     |   +-- TransientEngineError        (engines.retry.RetriesExhaustedError)
     |   +-- EngineAuthError
     |   +-- EngineRequestError
+    |   |   +-- ContextWindowError      the prompt does not fit the model's context
     |   +-- EngineReplyError
     |   +-- EngineUnavailableError
     |   +-- CacheMissError
@@ -79,6 +80,12 @@ class EngineAuthError(EngineError):
 
 class EngineRequestError(EngineError):
     """The server refused the request itself (400, 404, unknown model): retrying won't help."""
+
+
+class ContextWindowError(EngineRequestError):
+    """The request does not fit the model's context window. Unlike other refused requests it
+    says nothing about the configuration: a caller that builds long prompts (a rewrite with
+    many failures) can give up on that one request and go on."""
 
 
 class EngineReplyError(EngineError):

@@ -35,6 +35,7 @@ from textprop.engines.local import (
 )
 from textprop.errors import (
     ConfigError,
+    ContextWindowError,
     EngineReplyError,
     EngineRequestError,
     EngineUnavailableError,
@@ -390,13 +391,23 @@ def test_invalid_json_is_a_reply_error_with_excerpt(fake_engine: LocalEngine) ->
     assert '{"answer": "it is fo' in str(info.value)
 
 
-def test_context_overflow_is_a_request_error(fake_engine: LocalEngine) -> None:
+def test_context_overflow_is_a_context_window_error(fake_engine: LocalEngine) -> None:
     def overflow(**kwargs: Any) -> None:
         raise ValueError("Requested tokens (5000) exceed context window of 4096")
 
     fake_engine._llama.create_chat_completion = overflow
-    with pytest.raises(EngineRequestError, match="exceed context window"):
+    with pytest.raises(ContextWindowError, match="exceed context window"):
         fake_engine.complete(Request.chat("long"))
+
+
+def test_another_refusal_by_llama_cpp_stays_a_request_error(fake_engine: LocalEngine) -> None:
+    def refuse(**kwargs: Any) -> None:
+        raise ValueError("Unsupported grammar")
+
+    fake_engine._llama.create_chat_completion = refuse
+    with pytest.raises(EngineRequestError, match="Unsupported grammar") as info:
+        fake_engine.complete(Request.chat("long"))
+    assert not isinstance(info.value, ContextWindowError)
 
 
 def test_prompt_cache_reuse_is_opt_in(monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:

@@ -15,7 +15,9 @@ from textprop._sync import run_sync
 from textprop.engines.base import Message, Request
 from textprop.engines.openai_compat import PLACEHOLDER_KEY, OpenAIEngine
 from textprop.engines.retry import RetriesExhaustedError
+from textprop.engines.sdk import status_error
 from textprop.errors import (
+    ContextWindowError,
     EngineAuthError,
     EngineReplyError,
     EngineRequestError,
@@ -318,6 +320,8 @@ def test_stream_cut_mid_way_is_transient(server: TestServer,
     ("400", EngineRequestError, "rejected the request"),
     ("401", EngineAuthError, "pass a valid key as api_key"),
     ("404", EngineRequestError, "no model 'test-model'"),
+    ("context", ContextWindowError, "it does not fit the model's context window; shorten the "
+                                    "prompt or lower max_tokens"),
 ])
 def test_client_errors_fail_fast_with_advice(server: TestServer,
                                              make_engine: Callable[..., OpenAIEngine],
@@ -329,7 +333,24 @@ def test_client_errors_fail_fast_with_advice(server: TestServer,
     with pytest.raises(error, match=advice) as info:
         engine.complete(Request.chat("hi"))
     assert len(server.requests) == 1  # no retry, so no backoff either
-    assert info.value.status == int(fault) and info.value.provider == "openai:test-model"
+    assert info.value.status == (400 if fault == "context" else int(fault))
+    assert info.value.provider == "openai:test-model"
+    assert isinstance(info.value, ContextWindowError) == (fault == "context")
+
+
+@pytest.mark.parametrize("detail", [
+    "Requested tokens (4142) exceed context window of 4096 (n_ctx=4096)",  # llama-cpp-python
+    "the request exceeds the available context size, try increasing it",  # llama.cpp server
+    "prompt is too long: 201234 tokens > 200000 maximum",  # Anthropic
+])
+def test_each_servers_wording_of_a_too_long_prompt_is_a_context_window_error(
+        detail: str) -> None:
+    error = status_error(400, detail, engine="e", where="http://x/v1", model="m",
+                         key_advice="", retry_after=None, sdk_retries=0)
+    assert type(error) is ContextWindowError
+    assert str(error) == (f"e: http://x/v1 rejected the request (HTTP 400: {detail}): it does "
+                          "not fit the model's context window; shorten the prompt or lower "
+                          "max_tokens")
 
 
 def test_unknown_model_names_the_model_list() -> None:

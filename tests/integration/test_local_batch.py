@@ -152,10 +152,11 @@ def test_stop_max_tokens_and_seeded_sampling(engine: LocalEngine) -> None:
     assert warm_a.text and warm_b.text  # seeded sampling runs side by side
 
 
-def test_a_prompt_longer_than_the_context_is_a_request_error(engine: LocalEngine) -> None:
-    from textprop.errors import EngineRequestError
+def test_a_prompt_longer_than_the_context_is_a_context_window_error(engine: LocalEngine
+                                                                   ) -> None:
+    from textprop.errors import ContextWindowError
 
-    with pytest.raises(EngineRequestError, match="exceed context window"):
+    with pytest.raises(ContextWindowError, match="exceed context window"):
         engine.complete(Request.chat("word " * 5000, max_tokens=4))
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from textprop.data.dataset import Dataset, Example, Splits
 from textprop.engines.scripted import ScriptedEngine
-from textprop.errors import ConfigError, EngineError
+from textprop.errors import ConfigError, ContextWindowError, EngineError
 from textprop.ledger import Ledger
 from textprop.metrics import get_metric
 from textprop.optim import TGD
@@ -94,12 +94,13 @@ LISTED = "List the numbers to add."
 SUM_ONLY = "Add the listed numbers; reply with the sum only."
 
 
-def arithmetic_engine(*, plan_rewrite: str = LISTED, answer_rewrite: str = SUM_ONLY
-                      ) -> ScriptedEngine:
+def arithmetic_engine(*, plan_rewrite: str | Exception = LISTED,
+                      answer_rewrite: str = SUM_ONLY) -> ScriptedEngine:
     """Right answers only once the plan lists the numbers and the answer step adds them."""
     engine = ScriptedEngine()
     engine.on(lambda r: r.role == "optimizer" and "planning step</ROLE>" in r.prompt,
-              f"<IMPROVED_VARIABLE>{plan_rewrite}</IMPROVED_VARIABLE>")
+              plan_rewrite if isinstance(plan_rewrite, Exception)
+              else f"<IMPROVED_VARIABLE>{plan_rewrite}</IMPROVED_VARIABLE>")
     engine.on(lambda r: r.role == "optimizer",
               f"<IMPROVED_VARIABLE>{answer_rewrite}</IMPROVED_VARIABLE>")
     engine.on(lambda r: r.role == "backward", "Say the sum as a number.")
@@ -315,6 +316,27 @@ def test_a_rewrite_that_repeats_a_rejected_one_is_asked_again_and_never_gated_tw
     assert candidates[3].reason == "plan: every rewrite repeated one already tried"
     # baseline 1; steps 1 and 2: parent 2 + child 2; step 3: the parent's minibatch only
     assert result.metric_calls == 1 + 4 + 4 + 2
+
+
+def test_a_rewrite_request_too_long_for_the_writer_ends_that_proposal_not_the_search(tmp_path):
+    engine = arithmetic_engine(plan_rewrite=ContextWindowError(
+        "Requested tokens (4142) exceed context window of 4096"))
+    # round robin: step 1 rewrites the plan (too long for the writer), step 2 the answer
+    trainer, run_dir = two_step_run(tmp_path, engine, train=[(1, 2), (5, 6)], val=[(2, 2)],
+                                    minibatch=2, parallel=1, max_proposals=2, holdout=0)
+
+    result = trainer.run()
+
+    plan_updates = [r for r in engine.requests
+                    if r.role == "optimizer" and "planning step</ROLE>" in r.prompt]
+    assert len(plan_updates) == 1  # not asked again: a retry's turns only make it longer
+    candidates = Ledger.in_run(run_dir).candidates()
+    assert [(c.id, c.changed, c.status) for c in candidates] == [
+        (0, [], "seed"), (1, [], "unchanged"), (2, ["answer"], "rejected")]
+    assert candidates[1].reason == (
+        "plan: the rewrite request did not fit the writer's context window: Requested tokens "
+        "(4142) exceed context window of 4096")
+    assert result.status == "finished"
 
 
 def test_a_child_equal_to_a_rejected_candidate_is_filed_as_a_duplicate_without_a_gate(tmp_path):

@@ -40,6 +40,7 @@ from textprop.engines.llama_grammar import llama_cpp_schema
 from textprop.engines.local_weights import PINNED, check_weights, ensure_weights
 from textprop.errors import (
     ConfigError,
+    ContextWindowError,
     EngineError,
     EngineReplyError,
     EngineRequestError,
@@ -499,8 +500,9 @@ class LocalEngine(Engine):
             try:
                 reply = llama.create_chat_completion(**self._call_kwargs(request))
             except ValueError as exc:  # e.g. "Requested tokens (N) exceed context window"
-                raise EngineRequestError(f"{exc} (n_ctx={self.n_ctx})",
-                                         provider=self.name) from exc
+                error = (ContextWindowError if "context window" in str(exc)
+                         else EngineRequestError)
+                raise error(f"{exc} (n_ctx={self.n_ctx})", provider=self.name) from exc
             except RuntimeError as exc:
                 raise EngineError(f"llama.cpp failed: {exc}", provider=self.name) from exc
             latency = time.perf_counter() - start
@@ -536,7 +538,7 @@ class LocalEngine(Engine):
         prompt: str = result.prompt
         tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
         if len(tokens) >= self.n_ctx:
-            raise EngineRequestError(
+            raise ContextWindowError(
                 f"Requested tokens ({len(tokens)}) exceed context window of {self.n_ctx} "
                 f"(n_ctx={self.n_ctx})", provider=self.name)
         head_len = 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import re
 import threading
 import time
 from abc import abstractmethod
@@ -27,6 +28,7 @@ from textprop.engines.base import Engine
 from textprop.engines.retry import RetriesExhaustedError
 from textprop.errors import (
     ConfigError,
+    ContextWindowError,
     EngineAuthError,
     EngineError,
     EngineReplyError,
@@ -36,6 +38,10 @@ from textprop.errors import (
 
 _SDK_RETRIED_STATUSES = frozenset({408, 409, 429})  # and every 5xx
 SDK_MAX_RETRY_AFTER = 120.0  # the SDKs give up at once on a longer Retry-After
+# How servers say a prompt is too long: llama.cpp ("exceed context window", "exceeds the
+# available context size"), OpenAI and vLLM ("maximum context length"), Anthropic ("prompt
+# is too long").
+_CONTEXT_WINDOW = re.compile(r"context (window|length|size)|prompt is too long", re.IGNORECASE)
 
 
 class Secret:
@@ -255,6 +261,11 @@ def status_error(status: int, detail: str, *, engine: str, where: str, model: st
     if status >= 500 or status in _SDK_RETRIED_STATUSES:
         return transient(f"{engine}: {where} failed {said}", engine=engine,
                          sdk_retries=sdk_retries, status=status, retry_after=retry_after)
+    if _CONTEXT_WINDOW.search(detail):
+        return ContextWindowError(
+            f"{engine}: {where} rejected the request {said}: it does not fit the model's "
+            "context window; shorten the prompt or lower max_tokens", provider=engine,
+            status=status)
     return EngineRequestError(
         f"{engine}: {where} rejected the request {said}; fix the request: check the model "
         "name, max_tokens, stop and structured output (pass supports_json_schema=False if "

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
 from textprop.engines.base import Message, Request
-from textprop.errors import EngineReplyError
+from textprop.errors import ContextWindowError, EngineReplyError
 from textprop.functions.llm_call import _engine_or_default
 from textprop.optim.optimizer import Optimizer
 from textprop.optim.rewrite import APPEND_KEY, REWRITE_KEY, parse_rewrite, reply_schema
@@ -42,7 +42,8 @@ class UpdateRecord:
     after: str
     feedback: str
     status: str  # "updated", "unchanged" (same text), "repeated" (an already tried text),
-    #             "copied" (append mode: the feedback's words), "no_feedback", "unparseable"
+    #             "copied" (append mode: the feedback's words), "no_feedback", "unparseable",
+    #             "too_long" (the request did not fit the writer's context window)
     reason: str
     attempts: int
 
@@ -250,8 +251,13 @@ class TextualGradientDescent(Optimizer):
         request = self.update_request(name, failures, sample, tried)
         problem, from_failures = "", False
         for attempt in range(1, self.max_parse_retries + 2):
-            value, reply_text, problem, note = await self._attempt(
-                request, variable.value, tried, feedback)
+            try:
+                value, reply_text, problem, note = await self._attempt(
+                    request, variable.value, tried, feedback)
+            except ContextWindowError as error:  # a long failure list, or a retry's turns
+                return UpdateRecord(**record, after=variable.value, status="too_long",
+                                    reason=f"the rewrite request did not fit the writer's "
+                                    f"context window: {error}", attempts=attempt)
             if value is not None:
                 how = ("asked again from the failures alone" if from_failures else "", note)
                 return UpdateRecord(**record, after=value, status="updated",

@@ -54,7 +54,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-FAULT_KINDS = ("429", "500", "401", "400", "404", "hang", "malformed", "cut")
+FAULT_KINDS = ("429", "500", "401", "400", "404", "context", "hang", "malformed", "cut")
 
 Reply = str | Mapping[str, Any] | list | Callable[[dict], Any]
 
@@ -383,6 +383,8 @@ _ERROR_FAULTS: dict[str, tuple[int, str, str]] = {
     "401": (401, "authentication_error", "Invalid API key (injected fault)."),
     "400": (400, "invalid_request_error", "Invalid request (injected fault)."),
     "404": (404, "not_found_error", ""),
+    "context": (400, "invalid_request_error", "This model's maximum context length is 4096 "
+                "tokens. However, your messages resulted in 5000 tokens (injected fault)."),
 }
 
 
