@@ -16,7 +16,8 @@ parsing run exactly as in production. The server answers
 
 Faults apply, in order, to the next model calls (chat completions or messages):
 `429` (with a Retry-After header), `500`, `401` (the message echoes the key it got, as a
-careless proxy would: engines must keep it out of their errors), `400`, `404`, `hang`
+careless proxy would: engines must keep it out of their errors), `400`, `404`, `context`
+(a 400 in OpenAI's words for a prompt longer than the model's context), `hang`
 (no answer until the client gives up), `malformed` (200 with a body that is not JSON) and
 `cut` (the body or SSE stream stops mid-way and the connection closes).
 
