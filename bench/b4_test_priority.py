@@ -114,10 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         while time.monotonic() - started < args.stop:
             time.sleep(args.tick)
-            still, _, _ = plan([h for h in harness_pids(args.pattern) if h in scoring],
-                               children, {h: 1 for h in scoring})
-            if not still:
-                break
+            alive = set(harness_pids(args.pattern))
+            if not any(h in alive and not children(h) for h in scoring):
+                break  # each scoring harness has finished or started its next search
         resume()
         log(f"resumed after {time.monotonic() - started:.0f} s")
         seen = {}

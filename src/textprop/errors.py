@@ -25,6 +25,7 @@ dropped connections) and everything else, which fails at once.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -86,6 +87,16 @@ class ContextWindowError(EngineRequestError):
     """The request does not fit the model's context window. Unlike other refused requests it
     says nothing about the configuration: a caller that builds long prompts (a rewrite with
     many failures) can give up on that one request and go on."""
+
+    # How servers say it: llama.cpp and llama-cpp-python ("exceed context window", "exceeds
+    # the available context size"), OpenAI and vLLM ("maximum context length"), Anthropic
+    # ("prompt is too long").
+    _WORDINGS = re.compile(r"context (window|length|size)|prompt is too long", re.IGNORECASE)
+
+    @classmethod
+    def describes(cls, message: str) -> bool:
+        """Whether a refusal's message says the prompt is too long for the context."""
+        return cls._WORDINGS.search(message) is not None
 
 
 class EngineReplyError(EngineError):

@@ -500,7 +500,7 @@ class LocalEngine(Engine):
             try:
                 reply = llama.create_chat_completion(**self._call_kwargs(request))
             except ValueError as exc:  # e.g. "Requested tokens (N) exceed context window"
-                error = (ContextWindowError if "context window" in str(exc)
+                error = (ContextWindowError if ContextWindowError.describes(str(exc))
                          else EngineRequestError)
                 raise error(f"{exc} (n_ctx={self.n_ctx})", provider=self.name) from exc
             except RuntimeError as exc:

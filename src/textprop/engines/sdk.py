@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-import re
 import threading
 import time
 from abc import abstractmethod
@@ -38,10 +37,6 @@ from textprop.errors import (
 
 _SDK_RETRIED_STATUSES = frozenset({408, 409, 429})  # and every 5xx
 SDK_MAX_RETRY_AFTER = 120.0  # the SDKs give up at once on a longer Retry-After
-# How servers say a prompt is too long: llama.cpp ("exceed context window", "exceeds the
-# available context size"), OpenAI and vLLM ("maximum context length"), Anthropic ("prompt
-# is too long").
-_CONTEXT_WINDOW = re.compile(r"context (window|length|size)|prompt is too long", re.IGNORECASE)
 
 
 class Secret:
@@ -261,7 +256,7 @@ def status_error(status: int, detail: str, *, engine: str, where: str, model: st
     if status >= 500 or status in _SDK_RETRIED_STATUSES:
         return transient(f"{engine}: {where} failed {said}", engine=engine,
                          sdk_retries=sdk_retries, status=status, retry_after=retry_after)
-    if _CONTEXT_WINDOW.search(detail):
+    if ContextWindowError.describes(detail):
         return ContextWindowError(
             f"{engine}: {where} rejected the request {said}: it does not fit the model's "
             "context window; shorten the prompt or lower max_tokens", provider=engine,
